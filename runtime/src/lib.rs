@@ -1,0 +1,16 @@
+//! carton: a daemonless container runtime.
+//!
+//! The crate is split by concept (see ARCHITECTURE.md):
+//! - [`cli`]: the docker-style command line; the only place that prints or uses `anyhow`.
+//! - [`container`]: what `run`/`rm`/`ps` do with containers: records + image + storage + spec.
+//! - [`engine`]: OCI runtime spec in, isolated running process out.
+//! - [`image`]: the content-addressed image store (OCI image layout).
+//! - [`storage`]: per-container overlay directories.
+//! - [`state`]: container records, locking, atomic writes.
+
+pub mod cli;
+pub mod container;
+pub mod engine;
+pub mod image;
+pub mod state;
+pub mod storage;
