@@ -1,4 +1,147 @@
-//! placeholder
+//! The docker-style command line. The only module that prints, and the only one that uses
+//! `anyhow`: everything below returns typed errors, which become `carton: <message>` on stderr
+//! and docker's exit codes here.
+
+mod format;
+mod images;
+mod logging;
+mod ps;
+mod rm;
+mod run;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// carton's own failures (docker's "daemon error" code).
+pub const EXIT_CARTON_ERROR: i32 = 125;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "carton",
+    version,
+    about = "A daemonless container runtime with a docker-style command line",
+    disable_help_subcommand = true
+)]
+struct Cli {
+    /// Directory holding images, containers and locks.
+    #[arg(
+        long,
+        global = true,
+        env = "CARTON_ROOT",
+        default_value = "/var/lib/carton"
+    )]
+    root: PathBuf,
+    /// debug, info, warn or error.
+    #[arg(long, global = true, default_value = "warn")]
+    log_level: logging::Level,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create and run a container from an image, in the foreground.
+    Run(run::RunArgs),
+    /// List containers.
+    Ps(ps::PsArgs),
+    /// Remove one or more containers.
+    Rm(rm::RmArgs),
+    /// Create an image from a rootfs tarball (plain or gzip; `-` reads stdin).
+    Import(images::ImportArgs),
+    /// List images.
+    Images(images::ImagesArgs),
+    /// Remove one or more images.
+    Rmi(images::RmiArgs),
+}
+
+/// Parses the command line, runs the command, returns the process exit code.
 pub fn main() -> i32 {
-    0
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => 0,
+                _ => EXIT_CARTON_ERROR,
+            };
+        }
+    };
+    logging::init(cli.log_level);
+    let root = match prepare_root(&cli.root) {
+        Ok(root) => root,
+        Err(e) => return report(&e),
+    };
+    let result = match cli.command {
+        Command::Run(args) => run::run(&root, args),
+        Command::Ps(args) => ps::ps(&root, args).map(|()| 0),
+        Command::Rm(args) => rm::rm(&root, args),
+        Command::Import(args) => images::import(&root, args).map(|()| 0),
+        Command::Images(args) => images::images(&root, args).map(|()| 0),
+        Command::Rmi(args) => images::rmi(&root, args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => report(&e),
+    }
+}
+
+/// The state root as an absolute, existing directory (its path ends up in mount options).
+fn prepare_root(root: &std::path::Path) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(root)
+        .map_err(|e| anyhow::anyhow!("cannot create state root {}: {e}", root.display()))?;
+    root.canonicalize()
+        .map_err(|e| anyhow::anyhow!("cannot resolve state root {}: {e}", root.display()))
+}
+
+/// Prints the error chain and picks the exit code from the typed error underneath.
+fn report(error: &anyhow::Error) -> i32 {
+    eprintln!("carton: {error:#}");
+    exit_code_of(error)
+}
+
+fn exit_code_of(error: &anyhow::Error) -> i32 {
+    error
+        .chain()
+        .find_map(|cause| {
+            cause
+                .downcast_ref::<crate::container::ContainerError>()
+                .map(|e| e.exit_code())
+                .or_else(|| {
+                    cause
+                        .downcast_ref::<crate::engine::EngineError>()
+                        .map(|e| e.exit_code())
+                })
+        })
+        .unwrap_or(EXIT_CARTON_ERROR)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_flags_after_the_image_belong_to_the_command() {
+        let cli = Cli::try_parse_from([
+            "carton", "run", "--rm", "-it", "-e", "A=1", "busybox", "ls", "-l", "--rm",
+        ])
+        .unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("not run");
+        };
+        assert!(args.rm && args.interactive && args.tty);
+        assert_eq!(args.image, "busybox");
+        assert_eq!(args.command, ["ls", "-l", "--rm"]);
+    }
+
+    #[test]
+    fn unknown_flags_are_errors() {
+        assert!(Cli::try_parse_from(["carton", "run", "--bogus", "busybox"]).is_err());
+    }
 }

@@ -1,1 +1,54 @@
-//! placeholder
+//! The engine: an OCI runtime spec in, an isolated running process out.
+//!
+//! It never looks at CLI flags — `carton run` builds a spec and a bundle directory, and so will
+//! the OCI runtime front end later. Flow (DESIGN.md §3):
+//! 1. [`plan`] reads and validates the spec (unsupported features are refused);
+//! 2. [`process::start`] clones the init into new namespaces with a sync [`channel`];
+//!    the child ([`init`]) builds its filesystem ([`rootfs`]), console and process state, says
+//!    Ready and waits; the parent runs the host-side set-up hook, says Go; the child execs
+//!    ([`exec`]) and the channel's close-on-exec end tells the parent it worked;
+//! 3. [`foreground::wait`] relays signals and the console until the container exits.
+
+mod channel;
+mod error;
+mod exec;
+pub mod foreground;
+pub(crate) mod in_root;
+mod init;
+mod mount_options;
+mod plan;
+mod process;
+mod rootfs;
+mod signals;
+mod terminal;
+
+pub use error::{EngineError, InitFailure};
+pub use exec::DEFAULT_PATH;
+pub use foreground::{Attach, ExitStatus};
+pub use plan::{OVERLAY_ANNOTATION, Plan};
+pub use process::{Started, Stdio};
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+
+use nix::unistd::Pid;
+use oci_spec::runtime::Spec;
+
+/// Starts the container described by `spec` (bundle directory `bundle`) up to the exec of its
+/// process. See [`process::start`] for `host_setup`.
+pub fn start(
+    spec: &Spec,
+    bundle: &Path,
+    stdio: Stdio,
+    host_setup: &mut dyn FnMut(Pid) -> Result<(), String>,
+) -> Result<Started, EngineError> {
+    let plan = Plan::from_spec(spec, bundle)?;
+    if (stdio == Stdio::Terminal) != plan.process.terminal {
+        return Err(EngineError::InvalidSpec(
+            "process.terminal does not match the requested stdio".into(),
+        ));
+    }
+    process::start(&plan, stdio, host_setup, &mut |console: &OwnedFd| {
+        terminal::copy_window_size(console.as_fd())
+    })
+}

@@ -35,10 +35,7 @@ pub enum StateError {
         source: serde_json::Error,
     },
     #[error("{context}: {source}")]
-    Io {
-        context: String,
-        source: io::Error,
-    },
+    Io { context: String, source: io::Error },
 }
 
 fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> StateError {
@@ -197,13 +194,8 @@ pub(crate) fn fill_random(buf: &mut [u8]) {
     let mut filled = 0;
     while filled < buf.len() {
         // SAFETY: getrandom writes at most `len` bytes into the valid buffer.
-        let n = unsafe {
-            libc::getrandom(
-                buf[filled..].as_mut_ptr().cast(),
-                buf.len() - filled,
-                0,
-            )
-        };
+        let n =
+            unsafe { libc::getrandom(buf[filled..].as_mut_ptr().cast(), buf.len() - filled, 0) };
         if n > 0 {
             filled += n as usize;
         } else if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
@@ -270,7 +262,7 @@ mod tests {
     #[test]
     fn save_refuses_a_removed_container() {
         let a = record(&"f".repeat(64), "gone");
-        let (_dir, store) = store_with(&[a.clone()]);
+        let (_dir, store) = store_with(std::slice::from_ref(&a));
         store.remove_dir(&a.id).unwrap();
         assert!(matches!(store.save(&a), Err(StateError::NotFound(_))));
         assert!(store.list().unwrap().is_empty());

@@ -57,7 +57,11 @@ impl Timestamp {
         let s = s.strip_suffix('Z')?;
         let (date, time) = s.split_once('T')?;
         let mut date_parts = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
-        let (y, m, d) = (date_parts.next()??, date_parts.next()??, date_parts.next()??);
+        let (y, m, d) = (
+            date_parts.next()??,
+            date_parts.next()??,
+            date_parts.next()??,
+        );
         let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
         let mut t = hms.splitn(3, ':').map(|p| p.parse::<i64>().ok());
         let (hh, mm, ss) = (t.next()??, t.next()??, t.next()??);
@@ -128,7 +132,12 @@ mod tests {
 
     #[test]
     fn parses_what_it_formats() {
-        for nanos in [0u128, 1, 1_709_208_000_500_000_000, 4_102_444_800_123_456_789] {
+        for nanos in [
+            0u128,
+            1,
+            1_709_208_000_500_000_000,
+            4_102_444_800_123_456_789,
+        ] {
             let t = Timestamp::from_unix_nanos(nanos);
             assert_eq!(Timestamp::parse_rfc3339(&t.to_rfc3339()), Some(t));
         }

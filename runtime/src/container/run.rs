@@ -1,0 +1,74 @@
+//! Running a created container in the foreground: start it through the engine, record its pid,
+//! wait, record how it ended, and remove it when `--rm` asked for that.
+
+use super::ContainerError;
+use super::create::Created;
+use crate::engine::{self, Attach, Stdio};
+use crate::state::{StateStore, Status, Timestamp, process_start_time};
+
+/// How the user is attached to a foreground container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunMode {
+    /// `-t`
+    pub terminal: bool,
+    /// `-i`
+    pub interactive: bool,
+}
+
+/// Starts `created` and waits for it. Returns the container's exit code (128+N for a
+/// signal). A container that could not start stays `Created` (as docker leaves it) unless it
+/// was created with `--rm`.
+pub fn run_foreground(
+    states: &StateStore,
+    created: Created,
+    mode: RunMode,
+) -> Result<i32, ContainerError> {
+    let stdio = if mode.terminal {
+        Stdio::Terminal
+    } else {
+        Stdio::Inherit {
+            stdin: mode.interactive,
+        }
+    };
+    let id = created.record.id.clone();
+    let started = match engine::start(&created.spec, &created.bundle, stdio, &mut |_pid| Ok(())) {
+        Ok(started) => started,
+        Err(e) => {
+            if created.record.auto_remove {
+                let _ = states.remove_dir(&id);
+            }
+            return Err(e.into());
+        }
+    };
+    let pid = started.pid.as_raw();
+    // The record may be gone if `rm -f` raced us; the container still runs to its end.
+    let _ = states.update(&id, |r| {
+        r.status = Status::Running;
+        r.pid = Some(pid);
+        r.pid_start_time = process_start_time(pid);
+        r.started_at = Some(Timestamp::now());
+    });
+
+    let waited = engine::foreground::wait(
+        started,
+        Attach {
+            stdin: mode.interactive,
+        },
+    );
+    let code = match &waited {
+        Ok(status) => Some(status.code),
+        Err(_) => None,
+    };
+    if created.record.auto_remove {
+        states.remove_dir(&id)?;
+    } else {
+        let _ = states.update(&id, |r| {
+            r.status = Status::Exited;
+            r.pid = None;
+            r.pid_start_time = None;
+            r.exit_code = Some(code.unwrap_or(255));
+            r.finished_at = Some(Timestamp::now());
+        });
+    }
+    Ok(waited?.code)
+}

@@ -1,0 +1,339 @@
+//! Builds the OCI runtime spec (`config.json`) of a container from the resolved image config
+//! and the user's flags. This is the seam between docker-style options and the engine.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use oci_spec::runtime::{
+    LinuxBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, Mount, MountBuilder, ProcessBuilder,
+    RootBuilder, Spec, SpecBuilder, UserBuilder,
+};
+
+use super::ContainerError;
+use super::options::{NetworkMode, Volume};
+use super::user::ResolvedUser;
+use crate::engine::{DEFAULT_PATH, OVERLAY_ANNOTATION};
+
+/// Everything the spec is made from, already validated and resolved.
+#[derive(Debug)]
+pub struct SpecInput<'a> {
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: String,
+    pub user: &'a ResolvedUser,
+    pub hostname: String,
+    pub terminal: bool,
+    pub network: NetworkMode,
+    pub volumes: &'a [Volume],
+    /// Per-container files bind-mounted over /etc/hostname, /etc/hosts, /etc/resolv.conf.
+    pub etc_files: &'a [(PathBuf, &'static str)],
+    /// Rootfs mount point, relative to the bundle.
+    pub rootfs: PathBuf,
+    /// overlayfs mount data for the rootfs.
+    pub overlay: String,
+}
+
+/// Paths hidden from containers (docker's default list): kernel internals that leak host
+/// information or allow host interference.
+const MASKED_PATHS: &[&str] = &[
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/interrupts",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+/// Paths visible but not writable.
+const READONLY_PATHS: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+pub fn build(input: &SpecInput<'_>) -> Result<Spec, ContainerError> {
+    let oci = |e: oci_spec::OciSpecError| ContainerError::Spec(e.to_string());
+    let user = UserBuilder::default()
+        .uid(input.user.uid)
+        .gid(input.user.gid)
+        .additional_gids(input.user.additional_gids.clone())
+        .build()
+        .map_err(oci)?;
+    // oci-spec's builders start from runc-like defaults (capabilities, an RLIMIT_NOFILE of
+    // 1024, empty cgroup resources). Those the engine implements later are cleared here so that
+    // config.json says exactly what carton does.
+    let mut process = ProcessBuilder::default()
+        .terminal(input.terminal)
+        .user(user)
+        .args(input.args.clone())
+        .env(input.env.clone())
+        .cwd(input.cwd.clone())
+        .no_new_privileges(false)
+        .build()
+        .map_err(oci)?;
+    process.set_capabilities(None);
+    process.set_rlimits(None);
+
+    let mut namespaces = vec![
+        LinuxNamespaceType::Pid,
+        LinuxNamespaceType::Ipc,
+        LinuxNamespaceType::Uts,
+        LinuxNamespaceType::Mount,
+    ];
+    if input.network == NetworkMode::None {
+        namespaces.push(LinuxNamespaceType::Network);
+    }
+    let namespaces = namespaces
+        .into_iter()
+        .map(|typ| LinuxNamespaceBuilder::default().typ(typ).build())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(oci)?;
+    let mut linux = LinuxBuilder::default()
+        .namespaces(namespaces)
+        .masked_paths(strings(MASKED_PATHS))
+        .readonly_paths(strings(READONLY_PATHS))
+        .build()
+        .map_err(oci)?;
+    linux.set_resources(None);
+
+    let mut mounts = default_mounts().map_err(oci)?;
+    for (source, destination) in input.etc_files {
+        mounts.push(bind(source.clone(), destination.into(), false).map_err(oci)?);
+    }
+    for volume in input.volumes {
+        mounts.push(
+            bind(
+                volume.source.clone(),
+                volume.destination.clone(),
+                volume.readonly,
+            )
+            .map_err(oci)?,
+        );
+    }
+
+    SpecBuilder::default()
+        .version("1.2.0")
+        .root(
+            RootBuilder::default()
+                .path(input.rootfs.clone())
+                .readonly(false)
+                .build()
+                .map_err(oci)?,
+        )
+        .process(process)
+        .hostname(input.hostname.clone())
+        .mounts(mounts)
+        .linux(linux)
+        .annotations(HashMap::from([(
+            OVERLAY_ANNOTATION.to_string(),
+            input.overlay.clone(),
+        )]))
+        .build()
+        .map_err(oci)
+}
+
+fn strings(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+fn mount(
+    destination: &str,
+    typ: &str,
+    source: &str,
+    options: &[&str],
+) -> Result<Mount, oci_spec::OciSpecError> {
+    MountBuilder::default()
+        .destination(destination)
+        .typ(typ)
+        .source(source)
+        .options(strings(options))
+        .build()
+}
+
+fn bind(
+    source: PathBuf,
+    destination: PathBuf,
+    readonly: bool,
+) -> Result<Mount, oci_spec::OciSpecError> {
+    let mode = if readonly { "ro" } else { "rw" };
+    MountBuilder::default()
+        .destination(destination)
+        .typ("bind")
+        .source(source)
+        .options(strings(&["rbind", "rprivate", mode]))
+        .build()
+}
+
+/// The kernel filesystems every container gets, with docker's options.
+fn default_mounts() -> Result<Vec<Mount>, oci_spec::OciSpecError> {
+    Ok(vec![
+        mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
+        mount(
+            "/dev",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "strictatime", "mode=755", "size=65536k"],
+        )?,
+        mount(
+            "/dev/pts",
+            "devpts",
+            "devpts",
+            &[
+                "nosuid",
+                "noexec",
+                "newinstance",
+                "ptmxmode=0666",
+                "mode=0620",
+                "gid=5",
+            ],
+        )?,
+        mount(
+            "/sys",
+            "sysfs",
+            "sysfs",
+            &["nosuid", "noexec", "nodev", "ro"],
+        )?,
+        mount(
+            "/dev/mqueue",
+            "mqueue",
+            "mqueue",
+            &["nosuid", "noexec", "nodev"],
+        )?,
+        mount(
+            "/dev/shm",
+            "tmpfs",
+            "shm",
+            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+        )?,
+    ])
+}
+
+/// The container's environment: the image's, then carton's defaults, then the user's `-e`
+/// (later entries win, first position kept), with PATH and HOME always present.
+pub fn compose_env(
+    image_env: &[String],
+    hostname: &str,
+    home: &str,
+    terminal: bool,
+    user_env: &[String],
+) -> Vec<String> {
+    let mut env: Vec<(String, String)> = Vec::new();
+    let mut set = |entry: &str| {
+        let (k, v) = entry.split_once('=').unwrap_or((entry, ""));
+        match env.iter_mut().find(|(key, _)| key == k) {
+            Some(slot) => slot.1 = v.to_string(),
+            None => env.push((k.to_string(), v.to_string())),
+        }
+    };
+    set(&format!("PATH={DEFAULT_PATH}"));
+    for e in image_env {
+        set(e);
+    }
+    set(&format!("HOSTNAME={hostname}"));
+    if terminal {
+        set("TERM=xterm");
+    }
+    for e in user_env {
+        set(e);
+    }
+    if !env.iter().any(|(k, _)| k == "HOME") {
+        env.push(("HOME".into(), home.to_string()));
+    }
+    env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user() -> ResolvedUser {
+        ResolvedUser {
+            uid: 1000,
+            gid: 1000,
+            additional_gids: vec![10],
+            home: "/home/app".into(),
+        }
+    }
+
+    fn input<'a>(user: &'a ResolvedUser, volumes: &'a [Volume]) -> SpecInput<'a> {
+        SpecInput {
+            args: vec!["sh".into()],
+            env: vec!["PATH=/bin".into()],
+            cwd: "/".into(),
+            user,
+            hostname: "abc".into(),
+            terminal: false,
+            network: NetworkMode::None,
+            volumes,
+            etc_files: &[],
+            rootfs: "merged".into(),
+            overlay: "lowerdir=/l,upperdir=/u,workdir=/w".into(),
+        }
+    }
+
+    #[test]
+    fn spec_round_trips_through_the_engine_plan() {
+        let user = user();
+        let volumes = [Volume {
+            source: "/srv".into(),
+            destination: "/data".into(),
+            readonly: true,
+        }];
+        let spec = build(&input(&user, &volumes)).unwrap();
+        let json = serde_json::to_string(&spec).unwrap();
+        let back: Spec = serde_json::from_str(&json).unwrap();
+        let plan = crate::engine::Plan::from_spec(&back, std::path::Path::new("/b")).unwrap();
+        assert_eq!(plan.process.uid, 1000);
+        assert_eq!(plan.process.additional_gids, [10]);
+        assert!(plan.new_network_namespace());
+        assert_eq!(
+            plan.rootfs.overlay.as_deref(),
+            Some("lowerdir=/l,upperdir=/u,workdir=/w")
+        );
+        let data = plan.rootfs.mounts.last().unwrap();
+        assert_eq!(data.destination(), std::path::Path::new("/data"));
+        assert!(data.options().as_ref().unwrap().contains(&"ro".to_string()));
+    }
+
+    #[test]
+    fn host_network_has_no_network_namespace() {
+        let user = user();
+        let mut i = input(&user, &[]);
+        i.network = NetworkMode::Host;
+        let spec = build(&i).unwrap();
+        let plan = crate::engine::Plan::from_spec(&spec, std::path::Path::new("/b")).unwrap();
+        assert!(!plan.new_network_namespace());
+    }
+
+    #[test]
+    fn environment_precedence() {
+        let env = compose_env(
+            &["PATH=/img/bin".into(), "A=image".into()],
+            "host1",
+            "/root",
+            true,
+            &["A=user".into(), "HOME=/custom".into()],
+        );
+        assert_eq!(
+            env,
+            [
+                "PATH=/img/bin",
+                "A=user",
+                "HOSTNAME=host1",
+                "TERM=xterm",
+                "HOME=/custom"
+            ]
+        );
+        let env = compose_env(&[], "h", "/root", false, &[]);
+        assert_eq!(env[0], format!("PATH={DEFAULT_PATH}"));
+        assert_eq!(env.last().unwrap(), "HOME=/root");
+    }
+}

@@ -1,0 +1,237 @@
+//! The container's init: the code the cloned child runs, already inside its new namespaces,
+//! up to the `execve` of the user's command. Every step either succeeds or reports an
+//! [`InitFailure`] to the parent and exits; nothing is swallowed.
+
+use std::convert::Infallible;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+use super::channel::{Channel, ToChild, ToParent};
+use super::error::InitFailure;
+use super::exec;
+use super::plan::{Plan, ProcessPlan};
+use super::rootfs::{self, failure};
+use super::signals;
+
+/// How the container's stdio is wired.
+#[derive(Debug)]
+pub enum ChildStdio {
+    /// Keep carton's fds 1 and 2; fd 0 too when `stdin` is Some(None), else the given
+    /// /dev/null.
+    Inherit { null_stdin: Option<OwnedFd> },
+    /// The console pty created inside the container.
+    Terminal,
+}
+
+/// Runs in the child after clone; never returns.
+pub fn run(plan: &Plan, channel: &Channel, stdio: &ChildStdio) -> ! {
+    let failure = match steps(plan, channel, stdio) {
+        Ok(never) => match never {},
+        Err(failure) => failure,
+    };
+    let code = failure.exit_code;
+    let _ = channel.send_to_parent(&ToParent::Failed(failure));
+    // SAFETY: _exit skips atexit handlers and stdio flushing that belong to the parent's copy
+    // of this address space.
+    unsafe { libc::_exit(code) }
+}
+
+fn steps(plan: &Plan, channel: &Channel, stdio: &ChildStdio) -> Result<Infallible, InitFailure> {
+    // A foreground container must not outlive the carton that owns it. (If carton died before
+    // this line, the child never gets Go on the channel and exits before exec.)
+    // SAFETY: prctl has no memory-safety preconditions.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) };
+    if plan.new_network_namespace() {
+        bring_loopback_up().map_err(|e| failure("network", "bring lo up", e))?;
+    }
+    if let Some(hostname) = &plan.hostname {
+        if plan.new_uts_namespace() {
+            nix::unistd::sethostname(hostname)
+                .map_err(|e| failure("set hostname", hostname.clone(), io::Error::from(e)))?;
+        }
+    }
+    let prepared = rootfs::prepare(&plan.rootfs)?;
+
+    // SAFETY: setsid has no preconditions; it fails only if we already lead a group.
+    unsafe { libc::setsid() };
+    match (stdio, prepared.console) {
+        (ChildStdio::Terminal, Some((master, slave))) => {
+            channel
+                .send_to_parent(&ToParent::Console(master))
+                .map_err(|e| failure("console", "send pty master to carton", e))?;
+            for target in 0..3 {
+                dup_onto(slave.as_raw_fd(), target)
+                    .map_err(|e| failure("console", "attach stdio to the pty", e))?;
+            }
+            // SAFETY: TIOCSCTTY on our own fd 0, a pty slave, as session leader.
+            if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } != 0 {
+                return Err(failure(
+                    "console",
+                    "set controlling terminal",
+                    io::Error::last_os_error(),
+                ));
+            }
+        }
+        (ChildStdio::Terminal, None) => {
+            return Err(failure(
+                "console",
+                "a terminal was requested but no console was created",
+                io::Error::from_raw_os_error(libc::EINVAL),
+            ));
+        }
+        (ChildStdio::Inherit { null_stdin }, _) => {
+            if let Some(null) = null_stdin {
+                dup_onto(null.as_raw_fd(), 0).map_err(|e| failure("stdio", "stdin", e))?;
+            }
+        }
+    }
+
+    prepare_process(&plan.process)?;
+
+    channel
+        .send_to_parent(&ToParent::Ready)
+        .map_err(|e| failure("sync", "report ready", e))?;
+    match channel.recv_from_parent() {
+        Ok(Some(ToChild::Go)) => {}
+        // carton went away or failed its own set-up: it will not collect us; just stop.
+        Ok(None) | Err(_) => unsafe { libc::_exit(125) },
+    }
+
+    switch_user(&plan.process)?;
+    if plan.process.no_new_privileges {
+        // SAFETY: prctl with constant arguments.
+        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+            return Err(failure("no_new_privs", "prctl", io::Error::last_os_error()));
+        }
+    }
+    // Every fd above stdio closes on exec (the sync channel included, which tells the parent
+    // that exec succeeded): no host file can leak into the container.
+    // SAFETY: close_range on our own descriptor table.
+    if unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    } != 0
+    {
+        return Err(failure(
+            "close fds",
+            "close_range",
+            io::Error::last_os_error(),
+        ));
+    }
+    signals::reset_for_exec();
+    Err(exec::exec(&plan.process.args, &plan.process.env))
+}
+
+/// Limits, cwd and the like: done as root, before the user switch.
+fn prepare_process(process: &ProcessPlan) -> Result<(), InitFailure> {
+    for &(resource, soft, hard) in &process.rlimits {
+        let limit = libc::rlimit {
+            rlim_cur: soft,
+            rlim_max: hard,
+        };
+        // SAFETY: setrlimit with a valid struct.
+        if unsafe { libc::setrlimit(resource, &limit) } != 0 {
+            return Err(failure(
+                "set rlimits",
+                format!("resource {resource} to {soft}:{hard}"),
+                io::Error::last_os_error(),
+            ));
+        }
+    }
+    if let Some(adj) = process.oom_score_adj {
+        std::fs::write("/proc/self/oom_score_adj", adj.to_string())
+            .map_err(|e| failure("oom_score_adj", adj.to_string(), e))?;
+    }
+    // docker creates a missing working directory; after pivot_root, paths resolve inside the
+    // container only.
+    std::fs::create_dir_all(&process.cwd)
+        .and_then(|()| std::env::set_current_dir(&process.cwd))
+        .map_err(|e| {
+            failure(
+                "set working directory",
+                process.cwd.display().to_string(),
+                e,
+            )
+        })?;
+    if let Some(mask) = process.umask {
+        // SAFETY: umask cannot fail.
+        unsafe { libc::umask(mask as libc::mode_t) };
+    }
+    Ok(())
+}
+
+fn switch_user(process: &ProcessPlan) -> Result<(), InitFailure> {
+    let step = "switch user";
+    let who = format!("{}:{}", process.uid, process.gid);
+    // SAFETY: plain credential syscalls with valid arguments.
+    unsafe {
+        if libc::setgroups(
+            process.additional_gids.len(),
+            process.additional_gids.as_ptr(),
+        ) != 0
+        {
+            return Err(failure(
+                step,
+                format!("setgroups for {who}"),
+                io::Error::last_os_error(),
+            ));
+        }
+        if libc::setresgid(process.gid, process.gid, process.gid) != 0 {
+            return Err(failure(
+                step,
+                format!("setgid {who}"),
+                io::Error::last_os_error(),
+            ));
+        }
+        if libc::setresuid(process.uid, process.uid, process.uid) != 0 {
+            return Err(failure(
+                step,
+                format!("setuid {who}"),
+                io::Error::last_os_error(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn dup_onto(fd: RawFd, target: RawFd) -> io::Result<()> {
+    if fd == target {
+        return Ok(());
+    }
+    // SAFETY: dup2 between valid descriptors; the target is ours to replace.
+    if unsafe { libc::dup2(fd, target) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// A new network namespace starts with `lo` down; programs expect 127.0.0.1 to work.
+fn bring_loopback_up() -> io::Result<()> {
+    // SAFETY: a datagram socket is only used for interface ioctls and closed on drop.
+    let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if sock < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fresh fd owned here.
+    let sock: OwnedFd = unsafe { std::os::fd::FromRawFd::from_raw_fd(sock) };
+    // SAFETY: ifreq is plain data; the name fits IFNAMSIZ.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: interface ioctls with a valid ifreq.
+    unsafe {
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}

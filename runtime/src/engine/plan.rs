@@ -1,0 +1,272 @@
+//! Reads an OCI runtime spec into the plain plan the init follows, refusing what the engine does
+//! not implement. Nothing in a spec is silently ignored: a container that would run with less
+//! isolation or different limits than its config.json says is worse than one that does not run.
+
+use std::path::{Path, PathBuf};
+
+use libc::c_ulong;
+use oci_spec::runtime::{LinuxNamespaceType, PosixRlimitType, Spec};
+
+use super::error::EngineError;
+use super::mount_options;
+use super::rootfs::RootfsPlan;
+
+/// Annotation through which carton's storage asks the engine to mount an overlay as the
+/// rootfs (value: the overlayfs mount data). Mounting it inside the container's own mount
+/// namespace means no host-visible mount exists that a crash could leak.
+pub const OVERLAY_ANNOTATION: &str = "carton.rootfs.overlay";
+
+#[derive(Debug)]
+pub struct Plan {
+    pub clone_flags: c_ulong,
+    pub hostname: Option<String>,
+    pub rootfs: RootfsPlan,
+    pub process: ProcessPlan,
+}
+
+#[derive(Debug)]
+pub struct ProcessPlan {
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: PathBuf,
+    pub uid: u32,
+    pub gid: u32,
+    pub additional_gids: Vec<u32>,
+    pub umask: Option<u32>,
+    pub rlimits: Vec<(libc::__rlimit_resource_t, u64, u64)>,
+    pub no_new_privileges: bool,
+    pub oom_score_adj: Option<i32>,
+    pub terminal: bool,
+}
+
+impl Plan {
+    pub fn from_spec(spec: &Spec, bundle: &Path) -> Result<Plan, EngineError> {
+        refuse_unsupported(spec)?;
+        let invalid = |m: &str| EngineError::InvalidSpec(m.to_string());
+        let process = spec
+            .process()
+            .as_ref()
+            .ok_or_else(|| invalid("no process"))?;
+        let root = spec.root().as_ref().ok_or_else(|| invalid("no root"))?;
+        let linux = spec.linux().as_ref();
+
+        let mut clone_flags: c_ulong = 0;
+        for ns in linux
+            .and_then(|l| l.namespaces().as_ref())
+            .into_iter()
+            .flatten()
+        {
+            if ns.path().is_some() {
+                return Err(EngineError::Unsupported(format!(
+                    "joining an existing {:?} namespace by path",
+                    ns.typ()
+                )));
+            }
+            clone_flags |= match ns.typ() {
+                LinuxNamespaceType::Mount => libc::CLONE_NEWNS,
+                LinuxNamespaceType::Uts => libc::CLONE_NEWUTS,
+                LinuxNamespaceType::Ipc => libc::CLONE_NEWIPC,
+                LinuxNamespaceType::Pid => libc::CLONE_NEWPID,
+                LinuxNamespaceType::Network => libc::CLONE_NEWNET,
+                LinuxNamespaceType::Cgroup => libc::CLONE_NEWCGROUP,
+                other => {
+                    return Err(EngineError::Unsupported(format!("{other:?} namespace")));
+                }
+            } as c_ulong;
+        }
+        if clone_flags & libc::CLONE_NEWNS as c_ulong == 0 {
+            // The rootfs is built with mounts; without its own mount namespace they would land
+            // in carton's.
+            return Err(invalid("a mount namespace is required"));
+        }
+
+        let args = process.args().clone().unwrap_or_default();
+        if args.is_empty() {
+            return Err(invalid("process.args is empty"));
+        }
+        let cwd = process.cwd().clone();
+        if !cwd.is_absolute() {
+            return Err(invalid("process.cwd must be absolute"));
+        }
+        let rlimits = process
+            .rlimits()
+            .iter()
+            .flatten()
+            .map(|r| (rlimit_resource(r.typ()), r.soft(), r.hard()))
+            .collect();
+        let user = process.user();
+
+        let rootfs_path = if root.path().is_absolute() {
+            root.path().clone()
+        } else {
+            bundle.join(root.path())
+        };
+        let overlay = spec
+            .annotations()
+            .as_ref()
+            .and_then(|a| a.get(OVERLAY_ANNOTATION))
+            .cloned();
+        let root_propagation = match linux.and_then(|l| l.rootfs_propagation().as_deref()) {
+            None | Some("") => libc::MS_PRIVATE | libc::MS_REC,
+            Some(p) => mount_options::parse_propagation(p)
+                .ok_or_else(|| invalid(&format!("unknown rootfsPropagation {p:?}")))?,
+        };
+        let terminal = process.terminal().unwrap_or(false);
+
+        Ok(Plan {
+            clone_flags,
+            hostname: spec.hostname().clone().filter(|h| !h.is_empty()),
+            rootfs: RootfsPlan {
+                rootfs: rootfs_path,
+                bundle: bundle.to_path_buf(),
+                overlay,
+                mounts: spec.mounts().clone().unwrap_or_default(),
+                devices: linux.and_then(|l| l.devices().clone()).unwrap_or_default(),
+                masked_paths: linux
+                    .and_then(|l| l.masked_paths().clone())
+                    .unwrap_or_default(),
+                readonly_paths: linux
+                    .and_then(|l| l.readonly_paths().clone())
+                    .unwrap_or_default(),
+                readonly_root: root.readonly().unwrap_or(false),
+                root_propagation,
+                terminal,
+            },
+            process: ProcessPlan {
+                args,
+                env: process.env().clone().unwrap_or_default(),
+                cwd,
+                uid: user.uid(),
+                gid: user.gid(),
+                additional_gids: user.additional_gids().clone().unwrap_or_default(),
+                umask: user.umask(),
+                rlimits,
+                no_new_privileges: process.no_new_privileges().unwrap_or(false),
+                oom_score_adj: process.oom_score_adj(),
+                terminal,
+            },
+        })
+    }
+
+    pub fn new_network_namespace(&self) -> bool {
+        self.clone_flags & libc::CLONE_NEWNET as c_ulong != 0
+    }
+
+    pub fn new_uts_namespace(&self) -> bool {
+        self.clone_flags & libc::CLONE_NEWUTS as c_ulong != 0
+    }
+}
+
+/// Features of the runtime spec that later parts of carton implement; until then a spec that
+/// asks for them is refused rather than run with weaker guarantees.
+fn refuse_unsupported(spec: &Spec) -> Result<(), EngineError> {
+    let unsupported = |what: &str| Err(EngineError::Unsupported(what.to_string()));
+    if spec.hooks().is_some() {
+        return unsupported("hooks");
+    }
+    if let Some(process) = spec.process() {
+        if process.capabilities().is_some() {
+            return unsupported("process.capabilities");
+        }
+        if process.apparmor_profile().is_some() || process.selinux_label().is_some() {
+            return unsupported("process.apparmorProfile / selinuxLabel");
+        }
+    }
+    if let Some(linux) = spec.linux() {
+        if linux.seccomp().is_some() {
+            return unsupported("linux.seccomp");
+        }
+        if linux.resources().is_some() {
+            return unsupported("linux.resources (cgroup limits)");
+        }
+        if linux.uid_mappings().is_some() || linux.gid_mappings().is_some() {
+            return unsupported("user namespace id mappings");
+        }
+        if linux.sysctl().as_ref().is_some_and(|s| !s.is_empty()) {
+            return unsupported("linux.sysctl");
+        }
+    }
+    Ok(())
+}
+
+fn rlimit_resource(kind: PosixRlimitType) -> libc::__rlimit_resource_t {
+    use PosixRlimitType::*;
+    match kind {
+        RlimitCpu => libc::RLIMIT_CPU,
+        RlimitFsize => libc::RLIMIT_FSIZE,
+        RlimitData => libc::RLIMIT_DATA,
+        RlimitStack => libc::RLIMIT_STACK,
+        RlimitCore => libc::RLIMIT_CORE,
+        RlimitRss => libc::RLIMIT_RSS,
+        RlimitNproc => libc::RLIMIT_NPROC,
+        RlimitNofile => libc::RLIMIT_NOFILE,
+        RlimitMemlock => libc::RLIMIT_MEMLOCK,
+        RlimitAs => libc::RLIMIT_AS,
+        RlimitLocks => libc::RLIMIT_LOCKS,
+        RlimitSigpending => libc::RLIMIT_SIGPENDING,
+        RlimitMsgqueue => libc::RLIMIT_MSGQUEUE,
+        RlimitNice => libc::RLIMIT_NICE,
+        RlimitRtprio => libc::RLIMIT_RTPRIO,
+        RlimitRttime => libc::RLIMIT_RTTIME,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(json: &str) -> Spec {
+        serde_json::from_str(json).unwrap()
+    }
+
+    const MINIMAL: &str = r#"{
+        "ociVersion": "1.2.0",
+        "root": {"path": "rootfs"},
+        "process": {"args": ["sh"], "cwd": "/", "user": {"uid": 0, "gid": 0}},
+        "hostname": "box",
+        "linux": {"namespaces": [{"type": "mount"}, {"type": "pid"}, {"type": "network"}]}
+    }"#;
+
+    #[test]
+    fn reads_a_minimal_spec() {
+        let plan = Plan::from_spec(&spec(MINIMAL), Path::new("/bundle")).unwrap();
+        assert_eq!(
+            plan.clone_flags,
+            (libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWNET) as c_ulong
+        );
+        assert!(plan.new_network_namespace());
+        assert!(!plan.new_uts_namespace());
+        assert_eq!(plan.rootfs.rootfs, Path::new("/bundle/rootfs"));
+        assert_eq!(
+            plan.rootfs.root_propagation,
+            libc::MS_PRIVATE | libc::MS_REC
+        );
+        assert_eq!(plan.hostname.as_deref(), Some("box"));
+        assert_eq!(plan.process.args, ["sh"]);
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_honour() {
+        let with_caps = MINIMAL.replace(
+            r#""cwd": "/","#,
+            r#""cwd": "/", "capabilities": {"bounding": ["CAP_KILL"]},"#,
+        );
+        assert!(matches!(
+            Plan::from_spec(&spec(&with_caps), Path::new("/b")),
+            Err(EngineError::Unsupported(_))
+        ));
+        let no_mount_ns = MINIMAL.replace(r#"{"type": "mount"}, "#, "");
+        assert!(matches!(
+            Plan::from_spec(&spec(&no_mount_ns), Path::new("/b")),
+            Err(EngineError::InvalidSpec(_))
+        ));
+        let joined = MINIMAL.replace(
+            r#"{"type": "network"}"#,
+            r#"{"type": "network", "path": "/proc/1/ns/net"}"#,
+        );
+        assert!(matches!(
+            Plan::from_spec(&spec(&joined), Path::new("/b")),
+            Err(EngineError::Unsupported(_))
+        ));
+    }
+}

@@ -1,0 +1,297 @@
+//! The on-disk OCI image layout: where things live, reading and writing blobs and index.json,
+//! staging directories for work in progress, and removal of whole trees.
+
+use super::ImageError;
+use super::digest::{is_sha256_hex, sha256_hex};
+use crate::state::{LockGuard, write_atomic};
+use nix::fcntl::{Flock, FlockArg};
+use oci_spec::image::ImageIndex;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+const OCI_LAYOUT: &[u8] = b"{\"imageLayoutVersion\":\"1.0.0\"}\n";
+/// A staging directory untouched for this long, whose lock nobody holds, is a crashed import.
+const STALE_AFTER: Duration = Duration::from_secs(60);
+
+/// Paths of the store under `<state_root>/images/`.
+#[derive(Debug, Clone)]
+pub(crate) struct Layout {
+    root: PathBuf,
+    lock: PathBuf,
+}
+
+impl Layout {
+    pub(crate) fn new(state_root: &Path) -> Layout {
+        Layout {
+            root: state_root.join("images"),
+            lock: state_root.join("locks").join("images.lock"),
+        }
+    }
+
+    pub(crate) fn blobs_dir(&self) -> PathBuf {
+        self.root.join("blobs").join("sha256")
+    }
+
+    pub(crate) fn blob_path(&self, hex: &str) -> PathBuf {
+        self.blobs_dir().join(hex)
+    }
+
+    pub(crate) fn layers_dir(&self) -> PathBuf {
+        self.root.join("layers")
+    }
+
+    pub(crate) fn layer_dir(&self, diff_id_hex: &str) -> PathBuf {
+        self.layers_dir().join(diff_id_hex)
+    }
+
+    pub(crate) fn layer_sidecar(&self, diff_id_hex: &str) -> PathBuf {
+        self.layers_dir().join(format!("{diff_id_hex}.json"))
+    }
+
+    pub(crate) fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    fn index_path(&self) -> PathBuf {
+        self.root.join("index.json")
+    }
+
+    /// Serialises index.json changes and garbage collection across carton processes.
+    pub(crate) fn lock(&self) -> Result<LockGuard, ImageError> {
+        LockGuard::exclusive(&self.lock).map_err(ImageError::io(format!(
+            "cannot lock {}",
+            self.lock.display()
+        )))
+    }
+
+    /// Creates the directories, `oci-layout` and an empty `index.json` where missing.
+    pub(crate) fn ensure(&self) -> Result<(), ImageError> {
+        for dir in [self.blobs_dir(), self.layers_dir(), self.tmp_dir()] {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&dir)
+                .map_err(ImageError::io(format!("cannot create {}", dir.display())))?;
+        }
+        let layout = self.root.join("oci-layout");
+        let index = self.index_path();
+        if layout.exists() && index.exists() {
+            return Ok(());
+        }
+        // Checked again under the lock: never overwrite an index another process just wrote.
+        let _lock = self.lock()?;
+        if !layout.exists() {
+            write_atomic(&layout, OCI_LAYOUT)
+                .map_err(ImageError::io(format!("cannot write {}", layout.display())))?;
+        }
+        if !index.exists() {
+            self.write_index(&ImageIndex::default())?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn read_index(&self) -> Result<ImageIndex, ImageError> {
+        let path = self.index_path();
+        let bytes =
+            fs::read(&path).map_err(ImageError::io(format!("cannot read {}", path.display())))?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ImageError::Corrupt(format!("{}: {e}", path.display())))
+    }
+
+    /// Replaces index.json atomically (temp file, fsync, rename). Call with the lock held.
+    pub(crate) fn write_index(&self, index: &ImageIndex) -> Result<(), ImageError> {
+        let path = self.index_path();
+        let mut bytes = serde_json::to_vec_pretty(index)
+            .map_err(|e| ImageError::Corrupt(format!("cannot serialise the index: {e}")))?;
+        bytes.push(b'\n');
+        write_atomic(&path, &bytes)
+            .map_err(ImageError::io(format!("cannot write {}", path.display())))
+    }
+
+    /// Reads a blob and checks that its content still matches its name.
+    pub(crate) fn read_blob(&self, hex: &str) -> Result<Vec<u8>, ImageError> {
+        if !is_sha256_hex(hex) {
+            return Err(ImageError::Corrupt(format!("invalid blob digest {hex:?}")));
+        }
+        let path = self.blob_path(hex);
+        let bytes = fs::read(&path).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => ImageError::Corrupt(format!("blob sha256:{hex} is missing")),
+            _ => ImageError::io(format!("cannot read {}", path.display()))(e),
+        })?;
+        if sha256_hex(&bytes) != hex {
+            return Err(ImageError::Corrupt(format!(
+                "blob sha256:{hex} does not match its digest"
+            )));
+        }
+        Ok(bytes)
+    }
+}
+
+/// A private directory under `tmp/` for one operation, removed when dropped (whatever
+/// happened). It holds an flock on its `lock` file so a sweep can tell live from crashed.
+pub(crate) struct Staging {
+    path: PathBuf,
+    _lock: Flock<File>,
+}
+
+impl Staging {
+    pub(crate) fn new(tmp_dir: &Path) -> Result<Staging, ImageError> {
+        let mut random = [0u8; 8];
+        crate::state::fill_random(&mut random);
+        let path = tmp_dir.join(super::digest::hex(&random));
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&path)
+            .map_err(ImageError::io(format!("cannot create {}", path.display())))?;
+        let lock_path = path.join("lock");
+        let lock = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&lock_path)
+            .and_then(|file| {
+                Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| e.into())
+            });
+        match lock {
+            Ok(lock) => Ok(Staging { path, _lock: lock }),
+            Err(e) => {
+                let _ = remove_tree(&path);
+                Err(ImageError::io(format!(
+                    "cannot lock {}",
+                    lock_path.display()
+                ))(e))
+            }
+        }
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if let Err(e) = remove_tree(&self.path) {
+            log::warn!(
+                "cannot remove staging directory {}: {e}",
+                self.path.display()
+            );
+        }
+    }
+}
+
+/// Removes staging directories left by crashed commands: older than a minute and with no
+/// live holder of their lock. Call with the store lock held.
+pub(crate) fn sweep_stale_staging(tmp_dir: &Path) -> Result<(), ImageError> {
+    let entries = match fs::read_dir(tmp_dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(ImageError::io(format!("cannot read {}", tmp_dir.display()))(e)),
+    };
+    let now = SystemTime::now();
+    for entry in entries {
+        let entry = entry.map_err(ImageError::io(format!("cannot read {}", tmp_dir.display())))?;
+        let path = entry.path();
+        let Ok(meta) = fs::symlink_metadata(&path) else {
+            continue;
+        };
+        let age = meta
+            .modified()
+            .ok()
+            .and_then(|m| now.duration_since(m).ok())
+            .unwrap_or_default();
+        if age < STALE_AFTER {
+            continue;
+        }
+        // A successful probe releases the lock at once; that is fine, as a staging directory
+        // is never reused once its creator is gone.
+        let held_by_someone = match File::open(path.join("lock")) {
+            Ok(file) => Flock::lock(file, FlockArg::LockExclusiveNonblock).is_err(),
+            Err(_) => false,
+        };
+        if !held_by_someone {
+            log::info!("removing stale staging directory {}", path.display());
+            remove_tree(&path)
+                .map_err(ImageError::io(format!("cannot remove {}", path.display())))?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes a file or a directory tree without following symlinks. Directories without
+/// write permission (an unpacked 0555 dir, when not root) are opened up and retried.
+pub(crate) fn remove_tree(path: &Path) -> io::Result<()> {
+    let meta = match fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if !meta.is_dir() {
+        return fs::remove_file(path);
+    }
+    match fs::remove_dir_all(path) {
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            make_dirs_writable(path)?;
+            fs::remove_dir_all(path)
+        }
+        other => other,
+    }
+}
+
+fn make_dirs_writable(dir: &Path) -> io::Result<()> {
+    let meta = fs::symlink_metadata(dir)?;
+    if !meta.is_dir() {
+        return Ok(());
+    }
+    let mode = meta.permissions().mode();
+    fs::set_permissions(dir, fs::Permissions::from_mode(mode | 0o700))?;
+    for entry in fs::read_dir(dir)? {
+        make_dirs_writable(&entry?.path())?;
+    }
+    Ok(())
+}
+
+/// fsync of a directory, so that renames into it survive a crash.
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), ImageError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(ImageError::io(format!("cannot sync {}", dir.display())))
+}
+
+/// Moves a staged file or directory into its content-addressed place, unless identical
+/// content is already there. Returns whether it was moved (i.e. is new in the store).
+pub(crate) fn install(staged: &Path, target: &Path) -> Result<bool, ImageError> {
+    if fs::symlink_metadata(target).is_ok() {
+        return Ok(false);
+    }
+    fs::rename(staged, target).map_err(ImageError::io(format!(
+        "cannot move {} to {}",
+        staged.display(),
+        target.display()
+    )))?;
+    Ok(true)
+}
+
+/// The sidecar `layers/<diff_id hex>.json`: facts about an unpacked layer that would be
+/// costly to recompute (walking the tree). Kept outside the layer dir, which is pure rootfs.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) struct LayerInfo {
+    /// Bytes of regular file content.
+    pub(crate) size: u64,
+}
+
+impl LayerInfo {
+    pub(crate) fn read(path: &Path) -> Result<LayerInfo, ImageError> {
+        let bytes =
+            fs::read(path).map_err(ImageError::io(format!("cannot read {}", path.display())))?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ImageError::Corrupt(format!("{}: {e}", path.display())))
+    }
+
+    pub(crate) fn to_bytes(&self) -> Vec<u8> {
+        // Serialising a struct of one integer cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
