@@ -1,1 +1,70 @@
-fn main() {}
+//! `cargo xtask …`: the project's developer commands, written in Rust so they run wherever cargo
+//! does, with no Makefile or shell-script dialects to keep in sync.
+//!
+//! One module per subcommand (`demo`, `test`; later `test_vm`, `bench`), plus shared helpers that
+//! every subcommand needs: `util` (paths, root check, headings), `cargo` (building carton, nextest)
+//! and `busybox` (getting a static busybox for the test/demo rootfs).
+
+mod busybox;
+mod cargo;
+mod demo;
+mod test;
+mod util;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Environment variables every subcommand honours (shown by `cargo xtask --help`).
+const ENV_HELP: &str = "\
+Environment:
+  CARTON_BUSYBOX=PATH  static busybox for the rootfs (default: /bin/busybox, /usr/bin/busybox,
+                       /usr/local/bin/busybox when statically linked). A path that is not one
+                       (e.g. /nonexistent) makes xtask fetch Debian's busybox-static into
+                       target/xtask/busybox/ (delete that directory to fetch it again).
+  CARGO_TARGET_DIR     honoured as cargo does (default: <workspace>/target).";
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "Developer tasks for carton",
+    after_help = ENV_HELP
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build carton, import a busybox image and run a container that shows its isolation (root).
+    Demo(demo::DemoArgs),
+    /// Lint, build and run every test suite on this host (conformance scenarios need root).
+    Test(test::TestArgs),
+}
+
+/// Errors are printed as a message plus its causes, never as a backtrace (even when
+/// RUST_BACKTRACE is set): they are for the person running the command, and they say what failed.
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("\nerror: {error}");
+            for cause in error.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let sh = xshell::Shell::new()?;
+    // Every path below is relative to the workspace, whatever directory cargo was run from.
+    sh.change_dir(util::workspace_root());
+    match cli.command {
+        Command::Demo(args) => demo::run(&sh, args),
+        Command::Test(args) => test::run(&sh, args),
+    }
+}

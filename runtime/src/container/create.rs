@@ -80,11 +80,14 @@ pub fn create(states: &StateStore, request: &CreateRequest) -> Result<Created, C
         validate_hostname(hostname)?;
     }
     for volume in &request.volumes {
-        // docker creates a missing host directory for a bind mount.
-        fs::create_dir_all(&volume.source).map_err(ContainerError::io(format!(
-            "create volume source {}",
-            volume.source.display()
-        )))?;
+        // docker creates a missing host directory for a bind mount; an existing file or
+        // directory is used as it is.
+        if fs::symlink_metadata(&volume.source).is_err() {
+            fs::create_dir_all(&volume.source).map_err(ContainerError::io(format!(
+                "create volume source {}",
+                volume.source.display()
+            )))?;
+        }
     }
 
     let (record, bundle) = reserve(states, request, &image, &args)?;

@@ -31,23 +31,36 @@ pub fn run_foreground(
         }
     };
     let id = created.record.id.clone();
-    let started = match engine::start(&created.spec, &created.bundle, stdio, &mut |_pid| Ok(())) {
+    // The record says "running" before the user's process can print anything, so whoever
+    // sees its output and then runs `ps` sees it running.
+    let mut mark_running = |pid: nix::unistd::Pid| {
+        let pid = pid.as_raw();
+        // The record may be gone if `rm -f` raced us; the container still runs to its end.
+        let _ = states.update(&id, |r| {
+            r.status = Status::Running;
+            r.pid = Some(pid);
+            r.pid_start_time = process_start_time(pid);
+            r.started_at = Some(Timestamp::now());
+        });
+        Ok(())
+    };
+    let started = match engine::start(&created.spec, &created.bundle, stdio, &mut mark_running) {
         Ok(started) => started,
         Err(e) => {
             if created.record.auto_remove {
                 let _ = states.remove_dir(&id);
+            } else {
+                // Never started: docker leaves such a container "Created".
+                let _ = states.update(&id, |r| {
+                    r.status = Status::Created;
+                    r.pid = None;
+                    r.pid_start_time = None;
+                    r.started_at = None;
+                });
             }
             return Err(e.into());
         }
     };
-    let pid = started.pid.as_raw();
-    // The record may be gone if `rm -f` raced us; the container still runs to its end.
-    let _ = states.update(&id, |r| {
-        r.status = Status::Running;
-        r.pid = Some(pid);
-        r.pid_start_time = process_start_time(pid);
-        r.started_at = Some(Timestamp::now());
-    });
 
     let waited = engine::foreground::wait(
         started,

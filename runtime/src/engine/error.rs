@@ -20,7 +20,12 @@ pub struct InitFailure {
 
 impl fmt::Display for InitFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.step, self.message)?;
+        // exec failures already read like docker's ("exec: \"x\": executable file not found").
+        if self.step == "exec" {
+            write!(f, "{}", self.message)?;
+        } else {
+            write!(f, "{}: {}", self.step, self.message)?;
+        }
         if let Some(errno) = self.errno {
             write!(f, ": {}", io::Error::from_raw_os_error(errno))?;
         }
@@ -30,7 +35,7 @@ impl fmt::Display for InitFailure {
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    #[error("container init failed at {0}")]
+    #[error("{0}")]
     Init(InitFailure),
     #[error("invalid runtime spec: {0}")]
     InvalidSpec(String),
