@@ -14,6 +14,7 @@
 //! for "byte-identical" assertions), [`tarball`] (hand-written tar archives, hostile ones
 //! included), [`pty`] (pseudo-terminals for `-t`), [`rootfs`] (the busybox rootfs tarball).
 
+pub mod cgroup;
 pub mod host;
 pub mod pty;
 pub mod rootfs;
@@ -355,6 +356,7 @@ impl Carton {
                     .map(String::from)
                     .collect())
             };
+            let listed = ps(self).unwrap_or_default();
             match ps(self) {
                 Err(e) => problems.push(e),
                 Ok(ids) if ids.is_empty() => {}
@@ -376,6 +378,12 @@ impl Carton {
                         }
                         Ok(_) => {}
                     }
+                }
+            }
+            for id in &listed {
+                let left = cgroup::existing_dirs(id);
+                if !left.is_empty() {
+                    problems.push(format!("cgroup of container {id} left behind: {left:?}"));
                 }
             }
             let dirs = self.container_dirs();

@@ -4,10 +4,14 @@
 
 mod format;
 mod images;
+mod inspect;
+mod limits;
 mod logging;
 mod ps;
 mod rm;
 mod run;
+mod stats;
+mod update;
 
 use std::path::PathBuf;
 
@@ -42,7 +46,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Create and run a container from an image, in the foreground.
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// List containers.
     Ps(ps::PsArgs),
     /// Remove one or more containers.
@@ -53,6 +57,12 @@ enum Command {
     Images(images::ImagesArgs),
     /// Remove one or more images.
     Rmi(images::RmiArgs),
+    /// Show containers' or images' details as JSON.
+    Inspect(inspect::InspectArgs),
+    /// Show containers' resource usage.
+    Stats(stats::StatsArgs),
+    /// Change the resource limits of containers.
+    Update(update::UpdateArgs),
 }
 
 /// Parses the command line, runs the command, returns the process exit code.
@@ -73,12 +83,15 @@ pub fn main() -> i32 {
         Err(e) => return report(&e),
     };
     let result = match cli.command {
-        Command::Run(args) => run::run(&root, args),
+        Command::Run(args) => run::run(&root, *args),
         Command::Ps(args) => ps::ps(&root, args).map(|()| 0),
         Command::Rm(args) => rm::rm(&root, args),
         Command::Import(args) => images::import(&root, args).map(|()| 0),
         Command::Images(args) => images::images(&root, args).map(|()| 0),
         Command::Rmi(args) => images::rmi(&root, args),
+        Command::Inspect(args) => inspect::inspect(&root, args),
+        Command::Stats(args) => stats::stats(&root, args),
+        Command::Update(args) => update::update(&root, args),
     };
     match result {
         Ok(code) => code,

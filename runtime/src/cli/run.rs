@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::Args;
 
+use super::limits::LimitArgs;
+use crate::container::limits::HostFacts;
 use crate::container::{self, CreateRequest, NetworkMode, RunMode, Volume, options};
 use crate::state::StateStore;
 
@@ -48,6 +50,8 @@ pub struct RunArgs {
     /// Network: none (only loopback) or host.
     #[arg(long, alias = "net", default_value = "none")]
     pub network: String,
+    #[command(flatten)]
+    pub limits: LimitArgs,
     /// Image name, id or id prefix.
     pub image: String,
     /// Command and arguments (default: the image's CMD).
@@ -99,5 +103,6 @@ fn request_from(args: &RunArgs) -> anyhow::Result<CreateRequest> {
         network: NetworkMode::parse(&args.network)?,
         terminal: args.tty,
         auto_remove: args.rm,
+        resources: args.limits.flags().to_resources(&HostFacts::read())?,
     })
 }

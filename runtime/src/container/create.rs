@@ -8,6 +8,7 @@ use oci_spec::runtime::Spec;
 
 use super::options::{NetworkMode, Volume};
 use super::{ContainerError, etc_files, image_files, spec, user};
+use crate::cgroups::{self, Layout, Resources};
 use crate::image::{Image, ImageStore};
 use crate::state::{self, ContainerRecord, StateStore, Status, Timestamp};
 
@@ -27,6 +28,8 @@ pub struct CreateRequest {
     pub network: NetworkMode,
     pub terminal: bool,
     pub auto_remove: bool,
+    /// Cgroup limits (checked by [`super::limits`]).
+    pub resources: Resources,
 }
 
 /// A container ready to start.
@@ -79,6 +82,10 @@ pub fn create(states: &StateStore, request: &CreateRequest) -> Result<Created, C
     if let Some(hostname) = &request.hostname {
         validate_hostname(hostname)?;
     }
+    let layout = Layout::detect();
+    if layout == Layout::None && !request.resources.is_empty() {
+        return Err(cgroups::CgroupError::NoCgroups.into());
+    }
     for volume in &request.volumes {
         // docker creates a missing host directory for a bind mount; an existing file or
         // directory is used as it is.
@@ -91,7 +98,9 @@ pub fn create(states: &StateStore, request: &CreateRequest) -> Result<Created, C
     }
 
     let (record, bundle) = reserve(states, request, &image, &args)?;
-    let made = populate(request, &image, &record, &bundle, args, cwd, &user, &config);
+    let made = populate(
+        request, &image, &record, &bundle, args, cwd, &user, &config, &layout,
+    );
     match made {
         Ok(spec) => Ok(Created {
             record,
@@ -158,6 +167,7 @@ fn reserve(
         started_at: None,
         finished_at: None,
         exit_code: None,
+        oom_killed: false,
         auto_remove: request.auto_remove,
     };
     states.save(&record)?;
@@ -174,6 +184,7 @@ fn populate(
     cwd: String,
     user: &user::ResolvedUser,
     config: &oci_spec::image::Config,
+    layout: &Layout,
 ) -> Result<Spec, ContainerError> {
     let storage = crate::storage::ContainerLayer::create(bundle, &image.layers)
         .map_err(ContainerError::io("create the container layer"))?;
@@ -202,10 +213,20 @@ fn populate(
         etc_files: &etc,
         rootfs: storage.rootfs_relative(),
         overlay: storage.overlay_data()?,
+        cgroup: (*layout != Layout::None).then(|| spec::CgroupSpec {
+            path: cgroup_path(&record.id),
+            resources: request.resources.clone(),
+            namespace: matches!(layout, Layout::V2 { .. }),
+        }),
     })?;
     state::write_json_atomic(&bundle.join("config.json"), &spec)
         .map_err(ContainerError::io("write config.json"))?;
     Ok(spec)
+}
+
+/// Where a container's cgroup lives in every hierarchy.
+pub fn cgroup_path(id: &str) -> String {
+    format!("/carton/{id}")
 }
 
 /// RFC 1123 label rules, as sethostname and DNS expect.

@@ -10,16 +10,22 @@
 mod create;
 pub mod etc_files;
 mod image_files;
+mod inspect;
+pub mod limits;
 pub mod options;
 mod remove;
 mod run;
 pub mod spec;
+pub mod stats;
+mod update;
 pub mod user;
 
-pub use create::{CreateRequest, Created, create};
+pub use create::{CreateRequest, Created, cgroup_path, create};
+pub use inspect::inspect;
 pub use options::{NetworkMode, Volume};
 pub use remove::{list, remove, remove_image};
 pub use run::{RunMode, run_foreground};
+pub use update::update;
 
 use crate::engine::EngineError;
 use crate::image::ImageError;
@@ -58,6 +64,8 @@ pub enum ContainerError {
     Engine(#[from] EngineError),
     #[error(transparent)]
     Storage(#[from] crate::storage::StorageError),
+    #[error(transparent)]
+    Cgroup(#[from] crate::cgroups::CgroupError),
     #[error("{context}: {source}")]
     Io {
         context: String,

@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use super::ContainerError;
+use super::{ContainerError, cgroup_path};
+use crate::cgroups::{self, CgroupError, Layout};
 use crate::image::{ImageStore, Removal};
 use crate::state::{ContainerRecord, StateStore};
 
@@ -20,6 +21,10 @@ pub fn list(states: &StateStore) -> Result<Vec<ContainerRecord>, ContainerError>
             if let Ok(mut fresh) = states.load(&record.id) {
                 if fresh.reconcile() {
                     states.save(&fresh)?;
+                    // Its owner died without cleaning up: the cgroup is empty and orphaned.
+                    if let Err(e) = remove_cgroup(&fresh.id) {
+                        log::warn!("container {}: {e}", fresh.short_id());
+                    }
                 }
                 *record = fresh;
             }
@@ -41,9 +46,19 @@ pub fn remove(states: &StateStore, reference: &str, force: bool) -> Result<(), C
             wait_gone(&record, Duration::from_secs(10))?;
         }
     }
+    remove_cgroup(&record.id)?;
     let _lock = states.global_lock()?;
     states.remove_dir(&record.id)?;
     Ok(())
+}
+
+/// Removes the container's cgroup if one is left (normally its owner removed it at exit).
+pub fn remove_cgroup(id: &str) -> Result<(), ContainerError> {
+    match cgroups::open(&Layout::detect(), &cgroup_path(id)) {
+        Ok(cgroup) => Ok(cgroup.destroy()?),
+        Err(CgroupError::NoCgroups) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn wait_gone(record: &ContainerRecord, limit: Duration) -> Result<(), ContainerError> {

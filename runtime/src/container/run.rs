@@ -41,6 +41,7 @@ pub fn run_foreground(
             r.pid = Some(pid);
             r.pid_start_time = process_start_time(pid);
             r.started_at = Some(Timestamp::now());
+            r.oom_killed = false;
         });
         Ok(())
     };
@@ -62,6 +63,8 @@ pub fn run_foreground(
         }
     };
 
+    let mut started = started;
+    let cgroup = started.cgroup.take();
     let waited = engine::foreground::wait(
         started,
         Attach {
@@ -72,6 +75,11 @@ pub fn run_foreground(
         Ok(status) => Some(status.code),
         Err(_) => None,
     };
+    // The container is gone: read what its cgroup remembers, then remove the cgroup.
+    let oom_killed = cgroup
+        .as_ref()
+        .is_some_and(|c| c.oom_kills().is_ok_and(|n| n > 0));
+    let cleanup = cgroup.map(|c| c.destroy()).transpose();
     if created.record.auto_remove {
         states.remove_dir(&id)?;
     } else {
@@ -80,8 +88,12 @@ pub fn run_foreground(
             r.pid = None;
             r.pid_start_time = None;
             r.exit_code = Some(code.unwrap_or(255));
+            r.oom_killed = oom_killed;
             r.finished_at = Some(Timestamp::now());
         });
+    }
+    if let Err(e) = cleanup {
+        log::warn!("container {}: {e}", created.record.short_id());
     }
     Ok(waited?.code)
 }

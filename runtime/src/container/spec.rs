@@ -12,6 +12,7 @@ use oci_spec::runtime::{
 use super::ContainerError;
 use super::options::{NetworkMode, Volume};
 use super::user::ResolvedUser;
+use crate::cgroups::Resources;
 use crate::engine::{DEFAULT_PATH, OVERLAY_ANNOTATION};
 
 /// Everything the spec is made from, already validated and resolved.
@@ -31,6 +32,18 @@ pub struct SpecInput<'a> {
     pub rootfs: PathBuf,
     /// overlayfs mount data for the rootfs.
     pub overlay: String,
+    /// The container's cgroup, when the host has cgroups.
+    pub cgroup: Option<CgroupSpec>,
+}
+
+/// The cgroup part of the spec.
+#[derive(Debug)]
+pub struct CgroupSpec {
+    /// `linux.cgroupsPath`, e.g. `/carton/<id>`.
+    pub path: String,
+    pub resources: Resources,
+    /// A private cgroup namespace (docker's default on v2; v1 hosts share the host's).
+    pub namespace: bool,
 }
 
 /// Paths hidden from containers (docker's default list): kernel internals that leak host
@@ -91,6 +104,9 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, ContainerError> {
     if input.network == NetworkMode::None {
         namespaces.push(LinuxNamespaceType::Network);
     }
+    if input.cgroup.as_ref().is_some_and(|c| c.namespace) {
+        namespaces.push(LinuxNamespaceType::Cgroup);
+    }
     let namespaces = namespaces
         .into_iter()
         .map(|typ| LinuxNamespaceBuilder::default().typ(typ).build())
@@ -103,8 +119,25 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, ContainerError> {
         .build()
         .map_err(oci)?;
     linux.set_resources(None);
+    if let Some(cgroup) = &input.cgroup {
+        linux.set_cgroups_path(Some(PathBuf::from(&cgroup.path)));
+        if !cgroup.resources.is_empty() {
+            linux.set_resources(Some(oci_resources(&cgroup.resources)?));
+        }
+    }
 
     let mut mounts = default_mounts().map_err(oci)?;
+    if input.cgroup.is_some() {
+        mounts.push(
+            mount(
+                "/sys/fs/cgroup",
+                "cgroup",
+                "cgroup",
+                &["nosuid", "noexec", "nodev", "relatime", "ro"],
+            )
+            .map_err(oci)?,
+        );
+    }
     for (source, destination) in input.etc_files {
         mounts.push(bind(source.clone(), destination.into(), false).map_err(oci)?);
     }
@@ -138,6 +171,49 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, ContainerError> {
         )]))
         .build()
         .map_err(oci)
+}
+
+/// `linux.resources` with only the fields carton sets (oci-spec's builders would add
+/// defaults of their own).
+pub fn oci_resources(r: &Resources) -> Result<oci_spec::runtime::LinuxResources, ContainerError> {
+    use serde_json::{Map, Value, json};
+    let mut memory = Map::new();
+    if let Some(v) = r.memory {
+        memory.insert("limit".into(), json!(v));
+    }
+    if let Some(v) = r.memory_swap {
+        memory.insert("swap".into(), json!(v));
+    }
+    if let Some(v) = r.memory_reservation {
+        memory.insert("reservation".into(), json!(v));
+    }
+    let mut cpu = Map::new();
+    if let Some(v) = r.cpu_shares {
+        cpu.insert("shares".into(), json!(v));
+    }
+    if let Some(v) = r.cpu_quota {
+        cpu.insert("quota".into(), json!(v));
+    }
+    if let Some(v) = r.cpu_period {
+        cpu.insert("period".into(), json!(v));
+    }
+    if let Some(v) = &r.cpuset_cpus {
+        cpu.insert("cpus".into(), json!(v));
+    }
+    if let Some(v) = &r.cpuset_mems {
+        cpu.insert("mems".into(), json!(v));
+    }
+    let mut out = Map::new();
+    if !memory.is_empty() {
+        out.insert("memory".into(), Value::Object(memory));
+    }
+    if !cpu.is_empty() {
+        out.insert("cpu".into(), Value::Object(cpu));
+    }
+    if let Some(v) = r.pids_limit {
+        out.insert("pids".into(), json!({ "limit": v }));
+    }
+    serde_json::from_value(Value::Object(out)).map_err(|e| ContainerError::Spec(e.to_string()))
 }
 
 fn strings(list: &[&str]) -> Vec<String> {
@@ -276,6 +352,7 @@ mod tests {
             etc_files: &[],
             rootfs: "merged".into(),
             overlay: "lowerdir=/l,upperdir=/u,workdir=/w".into(),
+            cgroup: None,
         }
     }
 
@@ -311,6 +388,41 @@ mod tests {
         let spec = build(&i).unwrap();
         let plan = crate::engine::Plan::from_spec(&spec, std::path::Path::new("/b")).unwrap();
         assert!(!plan.new_network_namespace());
+    }
+
+    #[test]
+    fn limits_reach_the_engine_plan() {
+        let user = user();
+        let mut i = input(&user, &[]);
+        i.cgroup = Some(CgroupSpec {
+            path: "/carton/abc".into(),
+            resources: Resources {
+                memory: Some(64 << 20),
+                cpu_quota: Some(50_000),
+                cpu_period: Some(100_000),
+                pids_limit: Some(10),
+                ..Default::default()
+            },
+            namespace: true,
+        });
+        let spec = build(&i).unwrap();
+        let json = serde_json::to_string(&spec).unwrap();
+        let plan = crate::engine::Plan::from_spec(
+            &serde_json::from_str(&json).unwrap(),
+            std::path::Path::new("/b"),
+        )
+        .unwrap();
+        let cgroup = plan.cgroup.unwrap();
+        assert_eq!(cgroup.path, "/carton/abc");
+        assert_eq!(cgroup.resources.memory, Some(64 << 20));
+        assert_eq!(cgroup.resources.pids_limit, Some(10));
+        assert!(plan.cgroup_namespace);
+        assert!(
+            plan.rootfs
+                .mounts
+                .iter()
+                .any(|m| m.typ().as_deref() == Some("cgroup"))
+        );
     }
 
     #[test]

@@ -26,6 +26,9 @@ pub enum ToParent {
 /// parent → child
 #[derive(Debug, PartialEq, Eq)]
 pub enum ToChild {
+    /// The child now sits in its cgroup (sent only when the parent had to move it there and the
+    /// child waits to unshare its cgroup namespace).
+    CgroupJoined,
     /// Host-side set-up (cgroups, network) is done: exec the user's process.
     Go,
 }
@@ -34,6 +37,7 @@ const TAG_CONSOLE: u8 = 1;
 const TAG_READY: u8 = 2;
 const TAG_FAILED: u8 = 3;
 const TAG_GO: u8 = 4;
+const TAG_CGROUP_JOINED: u8 = 5;
 const MAX_MESSAGE: usize = 64 * 1024;
 
 /// One end of the channel.
@@ -79,6 +83,7 @@ impl Channel {
     pub fn send_to_child(&self, message: &ToChild) -> io::Result<()> {
         match message {
             ToChild::Go => self.send(&[TAG_GO], None),
+            ToChild::CgroupJoined => self.send(&[TAG_CGROUP_JOINED], None),
         }
     }
 
@@ -111,6 +116,7 @@ impl Channel {
         match self.recv()? {
             None => Ok(None),
             Some((bytes, _)) if bytes == [TAG_GO] => Ok(Some(ToChild::Go)),
+            Some((bytes, _)) if bytes == [TAG_CGROUP_JOINED] => Ok(Some(ToChild::CgroupJoined)),
             Some(_) => Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 "unknown message from carton",

@@ -45,6 +45,8 @@ pub enum EngineError {
     InitDied(String),
     #[error("setting up the container from the host failed: {0}")]
     Setup(String),
+    #[error(transparent)]
+    Cgroup(#[from] crate::cgroups::CgroupError),
     #[error("{context}: {source}")]
     Os {
         context: &'static str,

@@ -24,8 +24,10 @@ pub enum ChildStdio {
 }
 
 /// Runs in the child after clone; never returns.
-pub fn run(plan: &Plan, channel: &Channel, stdio: &ChildStdio) -> ! {
-    let failure = match steps(plan, channel, stdio) {
+/// `in_cgroup` says whether the child was born in its cgroup (clone3 CLONE_INTO_CGROUP) or
+/// the parent moves it there and says [`ToChild::CgroupJoined`].
+pub fn run(plan: &Plan, channel: &Channel, stdio: &ChildStdio, in_cgroup: bool) -> ! {
+    let failure = match steps(plan, channel, stdio, in_cgroup) {
         Ok(never) => match never {},
         Err(failure) => failure,
     };
@@ -36,11 +38,35 @@ pub fn run(plan: &Plan, channel: &Channel, stdio: &ChildStdio) -> ! {
     unsafe { libc::_exit(code) }
 }
 
-fn steps(plan: &Plan, channel: &Channel, stdio: &ChildStdio) -> Result<Infallible, InitFailure> {
+fn steps(
+    plan: &Plan,
+    channel: &Channel,
+    stdio: &ChildStdio,
+    in_cgroup: bool,
+) -> Result<Infallible, InitFailure> {
     // A foreground container must not outlive the carton that owns it. (If carton died before
     // this line, the child never gets Go on the channel and exits before exec.)
     // SAFETY: prctl has no memory-safety preconditions.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) };
+    if plan.cgroup_namespace {
+        // The namespace's root is the cgroup the process sits in when unsharing: wait until
+        // that is the container's own.
+        if plan.cgroup.is_some() && !in_cgroup {
+            match channel.recv_from_parent() {
+                Ok(Some(ToChild::CgroupJoined)) => {}
+                // SAFETY: carton went away or failed; nothing to report to.
+                _ => unsafe { libc::_exit(125) },
+            }
+        }
+        // SAFETY: unshare has no memory-safety preconditions.
+        if unsafe { libc::unshare(libc::CLONE_NEWCGROUP) } != 0 {
+            return Err(failure(
+                "cgroup namespace",
+                "unshare",
+                io::Error::last_os_error(),
+            ));
+        }
+    }
     if plan.new_network_namespace() {
         bring_loopback_up().map_err(|e| failure("network", "bring lo up", e))?;
     }
@@ -94,7 +120,8 @@ fn steps(plan: &Plan, channel: &Channel, stdio: &ChildStdio) -> Result<Infallibl
     match channel.recv_from_parent() {
         Ok(Some(ToChild::Go)) => {}
         // carton went away or failed its own set-up: it will not collect us; just stop.
-        Ok(None) | Err(_) => unsafe { libc::_exit(125) },
+        // SAFETY: _exit never returns and needs nothing.
+        _ => unsafe { libc::_exit(125) },
     }
 
     switch_user(&plan.process)?;

@@ -34,6 +34,8 @@ use std::path::Path;
 use nix::unistd::Pid;
 use oci_spec::runtime::Spec;
 
+use crate::cgroups::{self, Layout};
+
 /// Starts the container described by `spec` (bundle directory `bundle`) up to the exec of its
 /// process. See [`process::start`] for `host_setup`.
 pub fn start(
@@ -42,13 +44,44 @@ pub fn start(
     stdio: Stdio,
     host_setup: &mut dyn FnMut(Pid) -> Result<(), String>,
 ) -> Result<Started, EngineError> {
-    let plan = Plan::from_spec(spec, bundle)?;
+    let mut plan = Plan::from_spec(spec, bundle)?;
     if (stdio == Stdio::Terminal) != plan.process.terminal {
         return Err(EngineError::InvalidSpec(
             "process.terminal does not match the requested stdio".into(),
         ));
     }
-    process::start(&plan, stdio, host_setup, &mut |console: &OwnedFd| {
-        terminal::copy_window_size(console.as_fd())
-    })
+    let cgroup = match &plan.cgroup {
+        Some(wanted) => {
+            let cgroup = cgroups::open(&Layout::detect(), &wanted.path)?;
+            let made = cgroup
+                .create()
+                .and_then(|()| cgroup.apply(&wanted.resources));
+            if let Err(e) = made {
+                let _ = cgroup.destroy();
+                return Err(e.into());
+            }
+            plan.rootfs.cgroup_view = Some(cgroup.view());
+            Some(cgroup)
+        }
+        None => None,
+    };
+    let started = process::start(
+        &plan,
+        cgroup.as_deref(),
+        stdio,
+        host_setup,
+        &mut |console: &OwnedFd| terminal::copy_window_size(console.as_fd()),
+    );
+    match started {
+        Ok(mut started) => {
+            started.cgroup = cgroup;
+            Ok(started)
+        }
+        Err(e) => {
+            if let Some(cgroup) = cgroup {
+                let _ = cgroup.destroy();
+            }
+            Err(e)
+        }
+    }
 }

@@ -10,6 +10,7 @@ use oci_spec::runtime::{LinuxNamespaceType, PosixRlimitType, Spec};
 use super::error::EngineError;
 use super::mount_options;
 use super::rootfs::RootfsPlan;
+use crate::cgroups::Resources;
 
 /// Annotation through which carton's storage asks the engine to mount an overlay as the
 /// rootfs (value: the overlayfs mount data). Mounting it inside the container's own mount
@@ -18,10 +19,23 @@ pub const OVERLAY_ANNOTATION: &str = "carton.rootfs.overlay";
 
 #[derive(Debug)]
 pub struct Plan {
+    /// Namespaces created by clone(2). A cgroup namespace is never among them: it must be
+    /// unshared after the init sits in its cgroup (see `cgroup_namespace`).
     pub clone_flags: c_ulong,
+    /// Unshare a cgroup namespace once inside the container's cgroup, so that the cgroup is
+    /// the root of what the container sees.
+    pub cgroup_namespace: bool,
+    pub cgroup: Option<CgroupPlan>,
     pub hostname: Option<String>,
     pub rootfs: RootfsPlan,
     pub process: ProcessPlan,
+}
+
+/// `linux.cgroupsPath` and the limits from `linux.resources`.
+#[derive(Debug)]
+pub struct CgroupPlan {
+    pub path: String,
+    pub resources: Resources,
 }
 
 #[derive(Debug)]
@@ -74,6 +88,8 @@ impl Plan {
                 }
             } as c_ulong;
         }
+        let cgroup_namespace = clone_flags & libc::CLONE_NEWCGROUP as c_ulong != 0;
+        clone_flags &= !(libc::CLONE_NEWCGROUP as c_ulong);
         if clone_flags & libc::CLONE_NEWNS as c_ulong == 0 {
             // The rootfs is built with mounts; without its own mount namespace they would land
             // in carton's.
@@ -113,8 +129,25 @@ impl Plan {
         };
         let terminal = process.terminal().unwrap_or(false);
 
+        let resources = match linux.and_then(|l| l.resources().as_ref()) {
+            Some(r) => Resources::from_oci(r)?,
+            None => Resources::default(),
+        };
+        let cgroup = match linux.and_then(|l| l.cgroups_path().as_ref()) {
+            Some(path) => Some(CgroupPlan {
+                path: path.to_string_lossy().into_owned(),
+                resources,
+            }),
+            None if !resources.is_empty() => {
+                return Err(invalid("linux.resources needs a linux.cgroupsPath"));
+            }
+            None => None,
+        };
+
         Ok(Plan {
             clone_flags,
+            cgroup_namespace,
+            cgroup,
             hostname: spec.hostname().clone().filter(|h| !h.is_empty()),
             rootfs: RootfsPlan {
                 rootfs: rootfs_path,
@@ -131,6 +164,7 @@ impl Plan {
                 readonly_root: root.readonly().unwrap_or(false),
                 root_propagation,
                 terminal,
+                cgroup_view: None,
             },
             process: ProcessPlan {
                 args,
@@ -175,9 +209,6 @@ fn refuse_unsupported(spec: &Spec) -> Result<(), EngineError> {
     if let Some(linux) = spec.linux() {
         if linux.seccomp().is_some() {
             return unsupported("linux.seccomp");
-        }
-        if linux.resources().is_some() {
-            return unsupported("linux.resources (cgroup limits)");
         }
         if linux.uid_mappings().is_some() || linux.gid_mappings().is_some() {
             return unsupported("user namespace id mappings");

@@ -19,6 +19,7 @@ use oci_spec::runtime::{LinuxDevice, LinuxDeviceType, Mount};
 use super::error::InitFailure;
 use super::in_root::{RootDir, fd_path};
 use super::mount_options;
+use crate::cgroups::CgroupView;
 
 /// What the init needs to know to build the filesystem view.
 #[derive(Debug)]
@@ -39,6 +40,8 @@ pub struct RootfsPlan {
     pub root_propagation: c_ulong,
     /// Allocate the console pty inside the container's /dev/pts.
     pub terminal: bool,
+    /// What a mount of type `cgroup` shows: filled in once the container's cgroup exists.
+    pub cgroup_view: Option<CgroupView>,
 }
 
 /// Result of the filesystem set-up.
@@ -96,7 +99,11 @@ pub fn prepare(plan: &RootfsPlan) -> StepResult<Prepared> {
         .map_err(|e| failure("open rootfs", plan.rootfs.display().to_string(), e))?;
 
     for mount in &plan.mounts {
-        mount_one(&root, &plan.bundle, mount)?;
+        if mount.typ().as_deref() == Some("cgroup") {
+            mount_cgroup(&root, mount, plan.cgroup_view.as_ref())?;
+        } else {
+            mount_one(&root, &plan.bundle, mount)?;
+        }
     }
     let dev_is_tmpfs = plan
         .mounts
@@ -203,6 +210,82 @@ fn mount_one(root: &RootDir, bundle: &Path, mount: &Mount) -> StepResult<()> {
             .map_err(|e| failure(&step, "set propagation", e))?;
     }
     Ok(())
+}
+
+/// /sys/fs/cgroup inside the container: the container's own cgroup, read-only. On v2 that is
+/// a cgroup2 mount made from inside the cgroup namespace; on v1 a tmpfs holding bind mounts of
+/// the container's directory in each hierarchy (what docker shows on v1 hosts).
+fn mount_cgroup(root: &RootDir, mount: &Mount, view: Option<&CgroupView>) -> StepResult<()> {
+    let destination = mount.destination();
+    let step = format!("mount {}", destination.display());
+    let Some(view) = view else {
+        return Err(failure(
+            &step,
+            "a cgroup mount needs linux.cgroupsPath",
+            io::Error::from_raw_os_error(libc::EINVAL),
+        ));
+    };
+    let options = mount_options::parse(mount.options().as_deref().unwrap_or_default());
+    let flags = options.flags | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    let target = root
+        .mkdir_all(destination)
+        .map_err(|e| failure(&step, "create mount point", e))?;
+    match view {
+        CgroupView::V2 => mount_raw(
+            Some("cgroup2"),
+            &fd_path(&target),
+            Some("cgroup2"),
+            flags,
+            None,
+        )
+        .map_err(|e| failure(&step, "cgroup2", e)),
+        CgroupView::V1(dirs) => {
+            mount_raw(
+                Some("tmpfs"),
+                &fd_path(&target),
+                Some("tmpfs"),
+                libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                Some("mode=755"),
+            )
+            .map_err(|e| failure(&step, "tmpfs", e))?;
+            for (name, host_dir) in dirs {
+                let inside = destination.join(name);
+                let point = root
+                    .mkdir_all(&inside)
+                    .map_err(|e| failure(&step, format!("create {}", inside.display()), e))?;
+                mount_raw(
+                    Some(&host_dir.to_string_lossy()),
+                    &fd_path(&point),
+                    None,
+                    libc::MS_BIND,
+                    None,
+                )
+                .map_err(|e| failure(&step, format!("bind {}", host_dir.display()), e))?;
+                let mounted = root
+                    .open_path(&inside, libc::O_PATH)
+                    .map_err(|e| failure(&step, "reopen", e))?;
+                mount_raw(
+                    None,
+                    &fd_path(&mounted),
+                    None,
+                    libc::MS_BIND | libc::MS_REMOUNT | flags,
+                    None,
+                )
+                .map_err(|e| failure(&step, format!("remount {name}"), e))?;
+            }
+            let mounted = root
+                .open_path(destination, libc::O_PATH)
+                .map_err(|e| failure(&step, "reopen", e))?;
+            mount_raw(
+                None,
+                &fd_path(&mounted),
+                None,
+                libc::MS_REMOUNT | flags,
+                Some("mode=755"),
+            )
+            .map_err(|e| failure(&step, "remount tmpfs", e))
+        }
+    }
 }
 
 /// The devices every container gets (OCI runtime spec, "Default Devices").

@@ -26,6 +26,7 @@
 mod archive;
 mod changes;
 mod digest;
+mod inspect;
 mod layout;
 mod reference;
 mod store;
@@ -37,6 +38,7 @@ mod tests;
 mod testutil;
 
 pub use changes::apply_changes;
+pub use inspect::inspect;
 pub use reference::normalize_reference;
 pub use store::ImageStore;
 

@@ -222,6 +222,7 @@ mod tests {
             started_at: None,
             finished_at: None,
             exit_code: None,
+            oom_killed: false,
             auto_remove: false,
         }
     }

@@ -52,6 +52,9 @@ pub struct ContainerRecord {
     pub finished_at: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
+    /// The kernel's OOM killer killed a process of the container during its last run.
+    #[serde(default)]
+    pub oom_killed: bool,
     /// `--rm`: remove the container when it exits.
     #[serde(default)]
     pub auto_remove: bool,
@@ -123,6 +126,7 @@ mod tests {
             started_at: None,
             finished_at: None,
             exit_code: None,
+            oom_killed: false,
             auto_remove: false,
         }
     }

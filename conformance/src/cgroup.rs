@@ -1,0 +1,194 @@
+//! The host's cgroup layout as the scenarios need it: where a container's cgroup lives on the
+//! host, where the same file appears inside the container, and which version a file belongs
+//! to. Kept independent of carton's own detection code, so the suites check it rather than
+//! repeat it.
+
+use std::path::{Path, PathBuf};
+
+/// The cgroup version that carries the controllers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    V1,
+    V2,
+}
+
+/// v1 if any controller hierarchy is mounted (hybrid hosts count as v1), v2 if only cgroup2 is,
+/// `None` without cgroups.
+pub fn version() -> Option<Version> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let mut v2 = false;
+    for line in info.lines() {
+        let Some((_, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let mut parts = right.split(' ');
+        match parts.next() {
+            Some("cgroup") => {
+                let opts = parts.nth(1).unwrap_or("");
+                if opts
+                    .split(',')
+                    .any(|o| !o.starts_with("name=") && o != "rw" && o != "ro")
+                {
+                    return Some(Version::V1);
+                }
+            }
+            Some("cgroup2") => v2 = true,
+            _ => {}
+        }
+    }
+    v2.then_some(Version::V2)
+}
+
+/// A limit or counter file, named for both versions.
+#[derive(Debug, Clone, Copy)]
+pub struct File {
+    /// (v1 controller directory, v1 file)
+    pub v1: (&'static str, &'static str),
+    pub v2: &'static str,
+}
+
+pub const MEMORY_LIMIT: File = File {
+    v1: ("memory", "memory.limit_in_bytes"),
+    v2: "memory.max",
+};
+pub const MEMORY_SWAP: File = File {
+    v1: ("memory", "memory.memsw.limit_in_bytes"),
+    v2: "memory.swap.max",
+};
+pub const MEMORY_RESERVATION: File = File {
+    v1: ("memory", "memory.soft_limit_in_bytes"),
+    v2: "memory.low",
+};
+pub const PIDS_MAX: File = File {
+    v1: ("pids", "pids.max"),
+    v2: "pids.max",
+};
+pub const CPUSET_CPUS: File = File {
+    v1: ("cpuset", "cpuset.cpus"),
+    v2: "cpuset.cpus",
+};
+pub const CPU_STAT: File = File {
+    v1: ("cpu", "cpu.stat"),
+    v2: "cpu.stat",
+};
+
+/// Where the v1 hierarchy holding `controller` is mounted on the host (co-mounted controllers
+/// such as `cpu,cpuacct` included).
+fn v1_mount(controller: &str) -> Option<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        let mut parts = right.split(' ');
+        if parts.next()? != "cgroup" {
+            return None;
+        }
+        let opts = parts.nth(1)?;
+        if !opts.split(',').any(|o| o == controller) {
+            return None;
+        }
+        left.split(' ').nth(4).map(PathBuf::from)
+    })
+}
+
+fn v2_mount() -> Option<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        if right.split(' ').next()? != "cgroup2" {
+            return None;
+        }
+        left.split(' ').nth(4).map(PathBuf::from)
+    })
+}
+
+/// The host path of `file` in the cgroup of container `id`.
+pub fn host_path(id: &str, file: File) -> Option<PathBuf> {
+    match version()? {
+        Version::V1 => Some(v1_mount(file.v1.0)?.join("carton").join(id).join(file.v1.1)),
+        Version::V2 => Some(v2_mount()?.join("carton").join(id).join(file.v2)),
+    }
+}
+
+/// The path of `file` inside the container (its read-only /sys/fs/cgroup view). v1
+/// directories are named after the host's hierarchy mount points.
+pub fn container_path(file: File) -> Option<String> {
+    match version()? {
+        Version::V1 => {
+            let mount = v1_mount(file.v1.0)?;
+            let name = mount.file_name()?.to_string_lossy().into_owned();
+            Some(format!("/sys/fs/cgroup/{name}/{}", file.v1.1))
+        }
+        Version::V2 => Some(format!("/sys/fs/cgroup/{}", file.v2)),
+    }
+}
+
+/// Every directory of container `id`'s cgroup that exists on the host.
+pub fn existing_dirs(id: &str) -> Vec<PathBuf> {
+    let mut roots: Vec<PathBuf> = Vec::new();
+    if let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") {
+        for line in info.lines() {
+            let Some((left, right)) = line.split_once(" - ") else {
+                continue;
+            };
+            if right.starts_with("cgroup ") || right.starts_with("cgroup2 ") {
+                if let Some(point) = left.split(' ').nth(4) {
+                    roots.push(PathBuf::from(point));
+                }
+            }
+        }
+    }
+    roots
+        .into_iter()
+        .map(|r| r.join("carton").join(id))
+        .filter(|d| d.is_dir())
+        .collect()
+}
+
+/// Reads a number from a cgroup file; "max" reads as `None`.
+pub fn read_limit(path: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.split_whitespace().next()?.parse().ok()
+}
+
+/// A `key value` entry of a flat-keyed file such as cpu.stat.
+pub fn keyed(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let (k, v) = l.split_once(' ')?;
+        (k == key).then(|| v.trim().parse().ok()).flatten()
+    })
+}
+
+/// Total CPU time of the container's cgroup in nanoseconds, from the cgroup's own counter.
+pub fn cpu_usage_ns(id: &str) -> Option<u64> {
+    match version()? {
+        Version::V1 => {
+            let path = v1_mount("cpuacct")?
+                .join("carton")
+                .join(id)
+                .join("cpuacct.usage");
+            read_limit(&path)
+        }
+        Version::V2 => {
+            let text =
+                std::fs::read_to_string(v2_mount()?.join("carton").join(id).join("cpu.stat"))
+                    .ok()?;
+            keyed(&text, "usage_usec").map(|us| us * 1000)
+        }
+    }
+}
+
+/// Whether the host has an active swap device.
+pub fn host_has_swap() -> bool {
+    std::fs::read_to_string("/proc/swaps").is_ok_and(|s| s.lines().count() > 1)
+}
+
+/// Whether the controller exists on this host (v1 hierarchy mounted, or listed by cgroup2).
+pub fn has_controller(controller: &str) -> bool {
+    match version() {
+        Some(Version::V1) => v1_mount(controller).is_some(),
+        Some(Version::V2) => v2_mount()
+            .and_then(|m| std::fs::read_to_string(m.join("cgroup.controllers")).ok())
+            .is_some_and(|c| c.split_whitespace().any(|x| x == controller)),
+        None => false,
+    }
+}

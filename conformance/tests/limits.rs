@@ -1,0 +1,595 @@
+//! Resource limits: every limit is checked twice — the value in the container's cgroup file,
+//! and the behaviour it causes (OOM kill, throttling, CPU share, refused fork). Runs on cgroup
+//! v1, hybrid and v2 hosts; paths are picked from the host's layout (conformance::cgroup).
+
+use std::time::{Duration, Instant};
+
+use conformance::cgroup::{self, File};
+use conformance::{Carton, EXIT_CARTON_ERROR, skip};
+use rstest::rstest;
+use serde_json::Value;
+
+/// A fixture for a scenario that needs cgroups and the given controllers.
+fn fixture(controllers: &[&str]) -> Option<Carton> {
+    if cgroup::version().is_none() {
+        skip("no cgroup filesystem is mounted");
+        return None;
+    }
+    for controller in controllers {
+        if !cgroup::has_controller(controller) {
+            skip(&format!(
+                "the {controller} cgroup controller is not available"
+            ));
+            return None;
+        }
+    }
+    Carton::with_busybox()
+}
+
+fn inside(file: File) -> String {
+    cgroup::container_path(file).expect("cgroup layout known")
+}
+
+fn inspect(ct: &Carton, name: &str) -> Value {
+    let out = ct.cmd().args(["inspect", name]).stdout_ok();
+    let all: Value = serde_json::from_str(&out).expect("inspect prints JSON");
+    all[0].clone()
+}
+
+fn id_of(ct: &Carton, name: &str) -> String {
+    inspect(ct, name)["Id"]
+        .as_str()
+        .expect("inspect has an Id")
+        .to_string()
+}
+
+/// Waits until `carton inspect` reports the container running.
+fn wait_running(ct: &Carton, name: &str) -> String {
+    let deadline = Instant::now() + conformance::DEADLINE;
+    loop {
+        let out = ct.cmd().args(["inspect", name]).output();
+        if out.status.success() {
+            let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+            if v[0]["State"]["Running"] == Value::Bool(true) {
+                return v[0]["Id"].as_str().unwrap_or_default().to_string();
+            }
+        }
+        assert!(Instant::now() < deadline, "container {name} never ran");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn memory_limit_is_written_and_enforced() {
+    let Some(ct) = fixture(&["memory"]) else {
+        return;
+    };
+    let limit = ct.run_ok([
+        "--rm",
+        "-m",
+        "32m",
+        "busybox",
+        "cat",
+        &inside(cgroup::MEMORY_LIMIT),
+    ]);
+    assert_eq!(limit.trim(), (32u64 << 20).to_string());
+
+    // dd holds a buffer of its block size: 100 MiB cannot fit in 32 MiB (plus as much swap).
+    let out = ct
+        .run([
+            "--name",
+            "big",
+            "-m",
+            "32m",
+            "busybox",
+            "dd",
+            "if=/dev/zero",
+            "of=/dev/null",
+            "bs=100M",
+            "count=1",
+        ])
+        .output();
+    assert_eq!(out.status.code(), Some(137), "{out:?}");
+    let state = &inspect(&ct, "big")["State"];
+    assert_eq!(state["OOMKilled"], Value::Bool(true), "{state}");
+    assert_eq!(state["ExitCode"], 137);
+    let ps = ct.cmd().args(["ps", "-a"]).stdout_ok();
+    assert!(ps.contains("Exited (137)"), "{ps}");
+
+    ct.run_ok([
+        "--name",
+        "small",
+        "-m",
+        "32m",
+        "busybox",
+        "dd",
+        "if=/dev/zero",
+        "of=/dev/null",
+        "bs=8M",
+        "count=1",
+    ]);
+    assert_eq!(
+        inspect(&ct, "small")["State"]["OOMKilled"],
+        Value::Bool(false)
+    );
+    ct.finish();
+}
+
+#[test]
+fn memory_swap_limit() {
+    let Some(ct) = fixture(&["memory"]) else {
+        return;
+    };
+    let swap_file = inside(cgroup::MEMORY_SWAP);
+    let out = ct
+        .run([
+            "--rm",
+            "-m",
+            "32m",
+            "--memory-swap",
+            "96m",
+            "busybox",
+            "cat",
+            &swap_file,
+        ])
+        .output();
+    if !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("swap accounting") {
+        skip("the kernel has swap accounting disabled");
+        ct.finish();
+        return;
+    }
+    assert!(out.status.success(), "{out:?}");
+    // v1 limits memory+swap, v2 swap alone.
+    let expected: u64 = match cgroup::version() {
+        Some(cgroup::Version::V1) => 96 << 20,
+        _ => 64 << 20,
+    };
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        expected.to_string()
+    );
+
+    if !cgroup::host_has_swap() {
+        skip("no swap device: the swap behaviour cannot be observed (file value checked)");
+        ct.finish();
+        return;
+    }
+    ct.run_ok([
+        "--rm",
+        "-m",
+        "32m",
+        "--memory-swap",
+        "96m",
+        "busybox",
+        "dd",
+        "if=/dev/zero",
+        "of=/dev/null",
+        "bs=48M",
+        "count=1",
+    ]);
+    let out = ct
+        .run([
+            "--rm",
+            "-m",
+            "32m",
+            "--memory-swap",
+            "96m",
+            "busybox",
+            "dd",
+            "if=/dev/zero",
+            "of=/dev/null",
+            "bs=160M",
+            "count=1",
+        ])
+        .output();
+    assert_eq!(out.status.code(), Some(137), "{out:?}");
+    ct.finish();
+}
+
+#[test]
+fn memory_reservation_is_written() {
+    let Some(ct) = fixture(&["memory"]) else {
+        return;
+    };
+    let out = ct.run_ok([
+        "--rm",
+        "-m",
+        "64m",
+        "--memory-reservation",
+        "32m",
+        "busybox",
+        "cat",
+        &inside(cgroup::MEMORY_RESERVATION),
+    ]);
+    assert_eq!(out.trim(), (32u64 << 20).to_string());
+    ct.finish();
+}
+
+/// `--cpus 0.5`: the quota is in the cgroup, and a busy loop accrues at most about half a CPU
+/// per CFS period — computed from the cgroup's own counters (usage / periods), not from timing.
+#[test]
+fn cpus_throttle_a_busy_loop() {
+    let Some(ct) = fixture(&["cpu", "cpuacct"]) else {
+        return;
+    };
+    let v2 = cgroup::version() == Some(cgroup::Version::V2);
+    let (quota_read, usage_read) = if v2 {
+        (
+            "cat /sys/fs/cgroup/cpu.max".to_string(),
+            "grep usage_usec /sys/fs/cgroup/cpu.stat".to_string(),
+        )
+    } else {
+        let cpu = inside(cgroup::CPU_STAT).replace("/cpu.stat", "");
+        let cpuacct = inside(File {
+            v1: ("cpuacct", "cpuacct.usage"),
+            v2: "",
+        });
+        (
+            format!("echo $(cat {cpu}/cpu.cfs_quota_us) $(cat {cpu}/cpu.cfs_period_us)"),
+            format!("echo usage_ns $(cat {cpuacct})"),
+        )
+    };
+    let script = format!(
+        "{quota_read}; timeout -s KILL 2 sh -c 'while :; do :; done'; {usage_read}; cat {}",
+        inside(cgroup::CPU_STAT)
+    );
+    let out = ct
+        .run(["--rm", "--cpus", "0.5", "busybox", "sh", "-c", &script])
+        .output();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let first = stdout.lines().next().unwrap_or_default();
+    assert_eq!(first.trim(), "50000 100000", "{stdout}");
+    let usage_ns = cgroup::keyed(&stdout, "usage_usec")
+        .map(|us| us * 1000)
+        .or_else(|| cgroup::keyed(&stdout, "usage_ns"))
+        .unwrap_or_else(|| panic!("no usage in {stdout}"));
+    let periods = cgroup::keyed(&stdout, "nr_periods").expect("nr_periods");
+    let throttled = cgroup::keyed(&stdout, "nr_throttled").expect("nr_throttled");
+    assert!(periods >= 5, "too few CFS periods to judge: {stdout}");
+    let per_period = usage_ns as f64 / (periods as f64 * 100_000_000.0);
+    assert!(
+        per_period <= 0.55,
+        "used {per_period:.2} CPU per period under --cpus 0.5:\n{stdout}"
+    );
+    // Under contention from other tests the loop may never reach its quota; when it ran at
+    // more than 40% of a CPU per period, it must have hit the ceiling.
+    if per_period > 0.4 {
+        assert!(throttled > 0, "never throttled:\n{stdout}");
+    }
+    ct.finish();
+}
+
+/// Two busy containers pinned to one CPU with shares 1024 and 512 share it about 2:1, read
+/// from their cgroups' usage counters over the same interval.
+#[test]
+fn cpu_shares_divide_a_contended_cpu() {
+    let Some(ct) = fixture(&["cpu", "cpuacct", "cpuset"]) else {
+        return;
+    };
+    let shared = ct.path("shared");
+    std::fs::create_dir_all(&shared).unwrap();
+    let volume = format!("{}:/shared", shared.display());
+    let busy = "echo ready; while [ ! -e /shared/stop ]; do :; done";
+    let mut heavy = ct
+        .run([
+            "--name",
+            "heavy",
+            "--cpuset-cpus",
+            "0",
+            "--cpu-shares",
+            "1024",
+            "-v",
+            &volume,
+            "busybox",
+            "sh",
+            "-c",
+            busy,
+        ])
+        .spawn();
+    let mut light = ct
+        .run([
+            "--name",
+            "light",
+            "--cpuset-cpus",
+            "0",
+            "--cpu-shares",
+            "512",
+            "-v",
+            &volume,
+            "busybox",
+            "sh",
+            "-c",
+            busy,
+        ])
+        .spawn();
+    heavy.wait_for_stdout("ready");
+    light.wait_for_stdout("ready");
+    let (heavy_id, light_id) = (wait_running(&ct, "heavy"), wait_running(&ct, "light"));
+    let weight_of = |id: &str| {
+        let file = File {
+            v1: ("cpu", "cpu.shares"),
+            v2: "cpu.weight",
+        };
+        cgroup::read_limit(&cgroup::host_path(id, file).unwrap())
+    };
+    let expected = match cgroup::version() {
+        Some(cgroup::Version::V2) => (39, 20),
+        _ => (1024, 512),
+    };
+    assert_eq!(
+        (weight_of(&heavy_id), weight_of(&light_id)),
+        (Some(expected.0), Some(expected.1))
+    );
+
+    std::thread::sleep(Duration::from_millis(300));
+    let usage = || {
+        (
+            cgroup::cpu_usage_ns(&heavy_id).expect("heavy usage"),
+            cgroup::cpu_usage_ns(&light_id).expect("light usage"),
+        )
+    };
+    let before = usage();
+    std::thread::sleep(Duration::from_secs(3));
+    let after = usage();
+    std::fs::write(shared.join("stop"), "").unwrap();
+    heavy.assert().success();
+    light.assert().success();
+
+    let (h, l) = ((after.0 - before.0) as f64, (after.1 - before.1) as f64);
+    assert!(l > 0.0, "the light container got no CPU at all");
+    let ratio = h / l;
+    assert!(
+        (1.5..=2.7).contains(&ratio),
+        "CPU ratio {ratio:.2} (heavy {h} ns, light {l} ns), expected about 2"
+    );
+    ct.finish();
+}
+
+#[test]
+fn cpuset_pins_the_container() {
+    let Some(ct) = fixture(&["cpuset"]) else {
+        return;
+    };
+    let online = std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap();
+    // The last online CPU: on a multi-CPU host this differs from the default set.
+    let cpu = online.trim().rsplit([',', '-']).next().unwrap().to_string();
+    let script = format!(
+        "cat {}; grep Cpus_allowed_list /proc/self/status",
+        inside(cgroup::CPUSET_CPUS)
+    );
+    let out = ct.run_ok([
+        "--rm",
+        "--cpuset-cpus",
+        &cpu,
+        "busybox",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0].trim(), cpu, "{out}");
+    assert_eq!(
+        lines[1].split_whitespace().last(),
+        Some(cpu.as_str()),
+        "{out}"
+    );
+    ct.finish();
+}
+
+/// The fork bomb runs in a child shell, which dies when fork fails; PID 1 counts processes
+/// with a glob (no fork needed), kills them and lives on.
+const FORK_BOMB: &str = "sh -c 'while true; do sleep 60 & done' 2>/dev/null; \
+    set -- /proc/[0-9]*; echo procs=$#; kill -9 -1; echo survived";
+
+fn procs(out: &str) -> usize {
+    out.lines()
+        .find_map(|l| l.strip_prefix("procs="))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no procs= line in {out:?}"))
+}
+
+#[test]
+fn pids_limit_stops_a_fork_loop() {
+    let Some(ct) = fixture(&["pids"]) else {
+        return;
+    };
+    let limit = ct.run_ok([
+        "--rm",
+        "--pids-limit",
+        "10",
+        "busybox",
+        "cat",
+        &inside(cgroup::PIDS_MAX),
+    ]);
+    assert_eq!(limit.trim(), "10");
+    let out = ct.run_ok([
+        "--rm",
+        "--pids-limit",
+        "10",
+        "busybox",
+        "sh",
+        "-c",
+        FORK_BOMB,
+    ]);
+    let n = procs(&out);
+    assert!(
+        (5..=10).contains(&n),
+        "{n} processes under --pids-limit 10: {out}"
+    );
+    assert!(out.contains("survived"), "{out}");
+    ct.finish();
+}
+
+#[test]
+fn update_changes_live_limits() {
+    let Some(ct) = fixture(&["pids", "memory"]) else {
+        return;
+    };
+    let shared = ct.path("gate");
+    std::fs::create_dir_all(&shared).unwrap();
+    let volume = format!("{}:/gate", shared.display());
+    let script = format!("echo ready; while [ ! -e /gate/go ]; do sleep 0.05; done; {FORK_BOMB}");
+    let mut running = ct
+        .run([
+            "--name",
+            "live",
+            "--pids-limit",
+            "50",
+            "-m",
+            "64m",
+            "-v",
+            &volume,
+            "busybox",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .spawn();
+    running.wait_for_stdout("ready");
+    let id = wait_running(&ct, "live");
+
+    let out = ct
+        .cmd()
+        .args([
+            "update",
+            "--pids-limit",
+            "5",
+            "-m",
+            "128m",
+            "--memory-swap",
+            "-1",
+            "live",
+        ])
+        .stdout_ok();
+    assert_eq!(out.trim(), "live");
+    let host = |file| cgroup::read_limit(&cgroup::host_path(&id, file).unwrap());
+    assert_eq!(host(cgroup::PIDS_MAX), Some(5));
+    assert_eq!(host(cgroup::MEMORY_LIMIT), Some(128 << 20));
+    let config = &inspect(&ct, "live")["HostConfig"];
+    assert_eq!(config["PidsLimit"], 5, "{config}");
+    assert_eq!(config["Memory"], 128 << 20, "{config}");
+
+    std::fs::write(shared.join("go"), "").unwrap();
+    let out = running.assert().success().get_output().stdout.clone();
+    let out = String::from_utf8_lossy(&out);
+    assert!(procs(&out) <= 5, "the new limit was not enforced: {out}");
+    ct.finish();
+}
+
+#[test]
+fn cgroup_is_removed_after_exit_and_after_rm_f() {
+    let Some(ct) = fixture(&[]) else {
+        return;
+    };
+    ct.run_ok(["--name", "short", "busybox", "true"]);
+    let id = id_of(&ct, "short");
+    assert_eq!(cgroup::existing_dirs(&id), Vec::<std::path::PathBuf>::new());
+
+    let mut long = ct
+        .run(["--name", "long", "busybox", "sh", "-c", "echo up; sleep 60"])
+        .spawn();
+    long.wait_for_stdout("up");
+    let id = wait_running(&ct, "long");
+    assert!(
+        !cgroup::existing_dirs(&id).is_empty(),
+        "no cgroup while running"
+    );
+    ct.cmd().args(["rm", "-f", "long"]).stdout_ok();
+    let _ = long.wait();
+    assert_eq!(cgroup::existing_dirs(&id), Vec::<std::path::PathBuf>::new());
+    ct.finish();
+}
+
+#[test]
+fn own_cgroup_is_visible_read_only() {
+    let Some(ct) = fixture(&["pids"]) else {
+        return;
+    };
+    let file = inside(cgroup::PIDS_MAX);
+    let out = ct
+        .run([
+            "--rm",
+            "--pids-limit",
+            "33",
+            "busybox",
+            "sh",
+            "-c",
+            &format!("cat {file}; echo 1 > {file}; cat /proc/self/cgroup"),
+        ])
+        .output();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stdout.starts_with("33"), "{stdout}");
+    assert!(stderr.contains("Read-only file system"), "{stderr}");
+    if cgroup::version() == Some(cgroup::Version::V2) {
+        // Its own cgroup is the root of its cgroup namespace.
+        assert!(stdout.lines().any(|l| l == "0::/"), "{stdout}");
+    }
+    ct.finish();
+}
+
+#[test]
+fn stats_reports_usage_and_limits() {
+    let Some(ct) = fixture(&["memory", "pids"]) else {
+        return;
+    };
+    let mut running = ct
+        .run([
+            "--name",
+            "watched",
+            "-m",
+            "64m",
+            "busybox",
+            "sh",
+            "-c",
+            "echo up; sleep 60; true",
+        ])
+        .spawn();
+    running.wait_for_stdout("up");
+    wait_running(&ct, "watched");
+    let out = ct
+        .cmd()
+        .args(["stats", "--no-stream", "watched"])
+        .stdout_ok();
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("CONTAINER ID"), "{out}");
+    assert!(
+        lines[0].contains("MEM USAGE / LIMIT") && lines[0].contains("PIDS"),
+        "{out}"
+    );
+    let row = lines.iter().find(|l| l.contains("watched")).expect("row");
+    assert!(row.contains("/ 64.00MiB"), "{row}");
+    let pids: u64 = row.split_whitespace().last().unwrap().parse().unwrap();
+    assert!(pids >= 2, "sh and sleep run: {row}");
+    ct.cmd().args(["rm", "-f", "watched"]).stdout_ok();
+    let _ = running.wait();
+    ct.finish();
+}
+
+#[rstest]
+#[case::memory_not_a_size(&["-m", "abc"], "--memory")]
+#[case::memory_too_small(&["-m", "1k"], "--memory")]
+#[case::swap_without_memory(&["--memory-swap", "64m"], "--memory-swap")]
+#[case::zero_cpus(&["--cpus", "0"], "--cpus")]
+#[case::more_cpus_than_the_host(&["--cpus", "4096"], "--cpus")]
+#[case::absent_cpu(&["--cpuset-cpus", "99"], "--cpuset-cpus")]
+#[case::bad_cpu_list(&["--cpuset-cpus", "1-x"], "--cpuset-cpus")]
+#[case::negative_pids(&["--pids-limit", "-5"], "--pids-limit")]
+#[case::shares_out_of_range(&["--cpu-shares", "1"], "--cpu-shares")]
+fn bad_limits_are_refused(#[case] flags: &[&str], #[case] named: &str) {
+    let Some(ct) = Carton::with_busybox() else {
+        return;
+    };
+    let out = ct
+        .run(flags.iter().copied().chain(["busybox", "true"]))
+        .output();
+    assert_eq!(out.status.code(), Some(EXIT_CARTON_ERROR), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(named), "{stderr}");
+    assert!(ct.container_ids().is_empty(), "a container was created");
+    assert!(
+        ct.container_dirs().is_empty(),
+        "a container dir was created"
+    );
+    ct.finish();
+}

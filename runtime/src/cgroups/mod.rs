@@ -1,0 +1,157 @@
+//! cgroups: one container ↔ one cgroup at `carton/<id>` in every hierarchy, behind one trait
+//! with a v1 and a v2 backend. The layout is detected from /proc/self/mountinfo; hybrid hosts
+//! (v1 controllers + an empty v2 tree) are managed as v1.
+//!
+//! - `layout` — detection;
+//! - `resources` — the limits and their v1/v2 value mapping;
+//! - `v1`, `v2` — the backends;
+//! - `files` — control-file I/O.
+
+mod files;
+pub mod layout;
+pub mod resources;
+mod v1;
+mod v2;
+
+pub use layout::{Layout, V1Hierarchy};
+pub use resources::{Resources, parse_cpu_list};
+
+use std::io;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    #[error("no cgroup filesystem is mounted: resource limits cannot be applied")]
+    NoCgroups,
+    #[error("the {0} cgroup controller is not available on this host")]
+    MissingController(String),
+    #[error("{0} is not supported by carton")]
+    Unsupported(String),
+    #[error("invalid cgroup path {0:?}: it must be absolute and stay inside the hierarchy")]
+    InvalidPath(String),
+    #[error("cannot create cgroup {path}: {source}")]
+    Create { path: PathBuf, source: io::Error },
+    #[error("cannot write {value:?} to {path}: {source}")]
+    Write {
+        path: PathBuf,
+        value: String,
+        source: io::Error,
+    },
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: io::Error },
+    #[error("unexpected content in {path}: {text:?}")]
+    Parse { path: PathBuf, text: String },
+    #[error("cannot remove cgroup {path}: {source}")]
+    Remove { path: PathBuf, source: io::Error },
+}
+
+/// Usage counters of a container's cgroup.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Total CPU time consumed, nanoseconds.
+    pub cpu_usage_ns: u64,
+    /// CFS periods in which the cgroup ran, and in how many it was throttled.
+    pub cpu_periods: u64,
+    pub cpu_throttled_periods: u64,
+    /// Memory in use minus reclaimable page cache, as `docker stats` shows it.
+    pub memory_usage: u64,
+    /// The memory limit; `None` when unlimited.
+    pub memory_limit: Option<u64>,
+    pub pids: u64,
+    pub pids_limit: Option<u64>,
+    /// Bytes read from / written to block devices.
+    pub io_read: u64,
+    pub io_write: u64,
+}
+
+/// What the container sees at /sys/fs/cgroup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CgroupView {
+    /// A tmpfs with the container's own directory of each hierarchy bind-mounted under its
+    /// name: (name, host directory).
+    V1(Vec<(String, PathBuf)>),
+    /// cgroup2 mounted from inside the container's cgroup namespace.
+    V2,
+}
+
+/// One container's cgroup, whatever the cgroup version.
+pub trait CgroupManager: std::fmt::Debug {
+    /// Creates the cgroup (and its parents, enabling controllers / seeding cpusets on the
+    /// way). Idempotent.
+    fn create(&self) -> Result<(), CgroupError>;
+    /// Writes the limits; a limit whose controller is absent is an error naming it.
+    fn apply(&self, resources: &Resources) -> Result<(), CgroupError>;
+    /// Moves a process in.
+    fn add_process(&self, pid: i32) -> Result<(), CgroupError>;
+    /// A directory fd for clone3(CLONE_INTO_CGROUP), where the version supports it (v2).
+    fn clone_into(&self) -> Result<Option<OwnedFd>, CgroupError>;
+    /// What to mount inside the container.
+    fn view(&self) -> CgroupView;
+    fn stats(&self) -> Result<Stats, CgroupError>;
+    /// How many times the OOM killer killed a process in this cgroup.
+    fn oom_kills(&self) -> Result<u64, CgroupError>;
+    /// Pids of the processes in the cgroup.
+    fn pids(&self) -> Result<Vec<i32>, CgroupError>;
+    fn exists(&self) -> bool;
+    /// Removes the cgroup (it must be empty). Missing is fine.
+    fn destroy(&self) -> Result<(), CgroupError>;
+}
+
+/// The cgroup at `path` (e.g. `/carton/<id>`, relative to each hierarchy's root).
+pub fn open(layout: &Layout, path: &str) -> Result<Box<dyn CgroupManager>, CgroupError> {
+    let relative = relative_path(path)?;
+    match layout {
+        Layout::V1 { hierarchies, .. } => Ok(Box::new(v1::V1Cgroup::new(hierarchies, &relative))),
+        Layout::V2 { mount_point } => Ok(Box::new(v2::V2Cgroup::new(mount_point, &relative))),
+        Layout::None => Err(CgroupError::NoCgroups),
+    }
+}
+
+/// `/carton/abc` → `carton/abc`; refuses `..` and empty paths.
+fn relative_path(path: &str) -> Result<PathBuf, CgroupError> {
+    let trimmed = path.trim_start_matches('/');
+    let valid = !trimmed.is_empty()
+        && trimmed
+            .split('/')
+            .all(|part| !part.is_empty() && part != "." && part != "..");
+    if valid {
+        Ok(PathBuf::from(trimmed))
+    } else {
+        Err(CgroupError::InvalidPath(path.to_string()))
+    }
+}
+
+/// Whether the host can limit swap (v1: swap accounting files; v2: the swap controller
+/// interface of the memory controller).
+pub fn supports_swap_limit(layout: &Layout) -> bool {
+    match layout {
+        Layout::V1 { hierarchies, .. } => hierarchies
+            .iter()
+            .find(|h| h.has("memory"))
+            .is_some_and(|h| h.mount_point.join("memory.memsw.limit_in_bytes").exists()),
+        Layout::V2 { .. } => std::path::Path::new("/proc/swaps").exists(),
+        Layout::None => false,
+    }
+}
+
+/// Whether the host has any active swap device.
+pub fn host_has_swap() -> bool {
+    std::fs::read_to_string("/proc/swaps").is_ok_and(|s| s.lines().count() > 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_stay_inside_the_hierarchy() {
+        assert_eq!(
+            relative_path("/carton/abc").unwrap(),
+            PathBuf::from("carton/abc")
+        );
+        for bad in ["", "/", "/carton/../..", "a//b", "./x"] {
+            assert!(relative_path(bad).is_err(), "{bad:?}");
+        }
+    }
+}

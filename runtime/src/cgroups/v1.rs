@@ -1,0 +1,238 @@
+//! The cgroup v1 backend: one directory per hierarchy.
+
+use std::fs;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+use super::files::{self, keyed};
+use super::{CgroupError, CgroupManager, CgroupView, Resources, Stats, V1Hierarchy};
+
+/// Limits at or above this mean "unlimited" in v1 files (the kernel rounds i64::MAX down to a
+/// page multiple).
+const V1_UNLIMITED: u64 = 1 << 62;
+
+#[derive(Debug)]
+pub struct V1Cgroup {
+    /// (hierarchy, the container's directory in it)
+    dirs: Vec<(V1Hierarchy, PathBuf)>,
+}
+
+impl V1Cgroup {
+    pub fn new(hierarchies: &[V1Hierarchy], relative: &Path) -> V1Cgroup {
+        V1Cgroup {
+            dirs: hierarchies
+                .iter()
+                .map(|h| (h.clone(), h.mount_point.join(relative)))
+                .collect(),
+        }
+    }
+
+    fn dir(&self, controller: &str) -> Option<&Path> {
+        self.dirs
+            .iter()
+            .find(|(h, _)| h.has(controller))
+            .map(|(_, d)| d.as_path())
+    }
+
+    fn require(&self, controller: &str) -> Result<&Path, CgroupError> {
+        self.dir(controller)
+            .ok_or_else(|| CgroupError::MissingController(controller.to_string()))
+    }
+}
+
+impl CgroupManager for V1Cgroup {
+    fn create(&self) -> Result<(), CgroupError> {
+        for (hierarchy, dir) in &self.dirs {
+            // Each level is created separately so that cpusets can be seeded on the way down:
+            // a v1 cpuset starts empty, and attaching a task to an empty cpuset fails with
+            // ENOSPC (mydocker #66).
+            let relative = dir.strip_prefix(&hierarchy.mount_point).unwrap_or(dir);
+            let mut current = hierarchy.mount_point.clone();
+            for part in relative.components() {
+                let parent = current.clone();
+                current.push(part);
+                match fs::create_dir(&current) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                    Err(source) => {
+                        return Err(CgroupError::Create {
+                            path: current,
+                            source,
+                        });
+                    }
+                }
+                if hierarchy.has("cpuset") {
+                    for file in ["cpuset.cpus", "cpuset.mems"] {
+                        if files::read(&current, file)?.trim().is_empty() {
+                            let inherited = files::read(&parent, file)?;
+                            files::write(&current, file, inherited.trim())?;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&self, r: &Resources) -> Result<(), CgroupError> {
+        if r.memory.is_some() || r.memory_swap.is_some() || r.memory_reservation.is_some() {
+            let dir = self.require("memory")?;
+            if let Some(memory) = r.memory {
+                set_memory(dir, memory, r.memory_swap)?;
+            } else if let Some(swap) = r.memory_swap {
+                write_swap(dir, swap)?;
+            }
+            if let Some(reservation) = r.memory_reservation {
+                files::write(dir, "memory.soft_limit_in_bytes", &reservation.to_string())?;
+            }
+        }
+        if r.cpu_shares.is_some() || r.cpu_quota.is_some() || r.cpu_period.is_some() {
+            let dir = self.require("cpu")?;
+            if let Some(shares) = r.cpu_shares {
+                files::write(dir, "cpu.shares", &shares.to_string())?;
+            }
+            // The period first: a quota is checked against the period in place.
+            if let Some(period) = r.cpu_period {
+                files::write(dir, "cpu.cfs_period_us", &period.to_string())?;
+            }
+            if let Some(quota) = r.cpu_quota {
+                files::write(dir, "cpu.cfs_quota_us", &quota.to_string())?;
+            }
+        }
+        if let Some(cpus) = &r.cpuset_cpus {
+            files::write(self.require("cpuset")?, "cpuset.cpus", cpus)?;
+        }
+        if let Some(mems) = &r.cpuset_mems {
+            files::write(self.require("cpuset")?, "cpuset.mems", mems)?;
+        }
+        if let Some(limit) = r.pids_limit {
+            let value = if limit > 0 {
+                limit.to_string()
+            } else {
+                "max".into()
+            };
+            files::write(self.require("pids")?, "pids.max", &value)?;
+        }
+        Ok(())
+    }
+
+    fn add_process(&self, pid: i32) -> Result<(), CgroupError> {
+        for (_, dir) in &self.dirs {
+            files::write(dir, "cgroup.procs", &pid.to_string())?;
+        }
+        Ok(())
+    }
+
+    fn clone_into(&self) -> Result<Option<OwnedFd>, CgroupError> {
+        Ok(None)
+    }
+
+    fn view(&self) -> CgroupView {
+        CgroupView::V1(
+            self.dirs
+                .iter()
+                .map(|(h, dir)| (h.name(), dir.clone()))
+                .collect(),
+        )
+    }
+
+    fn stats(&self) -> Result<Stats, CgroupError> {
+        let mut stats = Stats::default();
+        if let Some(dir) = self.dir("cpuacct") {
+            stats.cpu_usage_ns = files::read_u64(dir, "cpuacct.usage")?;
+        }
+        if let Some(dir) = self.dir("cpu") {
+            let text = files::read(dir, "cpu.stat")?;
+            stats.cpu_periods = keyed(&text, "nr_periods").unwrap_or(0);
+            stats.cpu_throttled_periods = keyed(&text, "nr_throttled").unwrap_or(0);
+        }
+        if let Some(dir) = self.dir("memory") {
+            let usage = files::read_u64(dir, "memory.usage_in_bytes")?;
+            let inactive =
+                keyed(&files::read(dir, "memory.stat")?, "total_inactive_file").unwrap_or(0);
+            stats.memory_usage = usage.saturating_sub(inactive);
+            let limit = files::read_u64(dir, "memory.limit_in_bytes")?;
+            stats.memory_limit = (limit < V1_UNLIMITED).then_some(limit);
+        }
+        if let Some(dir) = self.dir("pids") {
+            stats.pids = files::read_u64(dir, "pids.current")?;
+            stats.pids_limit = files::read(dir, "pids.max")?.trim().parse().ok();
+        }
+        if let Some(dir) = self.dir("blkio") {
+            // "MAJ:MIN Read N" lines; absent on kernels without the throttle files.
+            if let Ok(text) = files::read(dir, "blkio.throttle.io_service_bytes") {
+                for line in text.lines() {
+                    let parts: Vec<&str> = line.split_whitespace().collect();
+                    if let [_, op, value] = parts.as_slice() {
+                        let value: u64 = value.parse().unwrap_or(0);
+                        match *op {
+                            "Read" => stats.io_read += value,
+                            "Write" => stats.io_write += value,
+                            _ => {}
+                        }
+                    }
+                }
+            }
+        }
+        Ok(stats)
+    }
+
+    fn oom_kills(&self) -> Result<u64, CgroupError> {
+        let Some(dir) = self.dir("memory") else {
+            return Ok(0);
+        };
+        Ok(keyed(&files::read(dir, "memory.oom_control")?, "oom_kill").unwrap_or(0))
+    }
+
+    fn pids(&self) -> Result<Vec<i32>, CgroupError> {
+        // Every process is in every hierarchy; any one lists them all.
+        match self.dirs.first() {
+            Some((_, dir)) if dir.exists() => files::procs(dir),
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    fn exists(&self) -> bool {
+        self.dirs.iter().any(|(_, d)| d.exists())
+    }
+
+    fn destroy(&self) -> Result<(), CgroupError> {
+        let mut first_error = None;
+        for (_, dir) in &self.dirs {
+            if let Err(e) = files::remove_dir(dir) {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// v1 insists that memory.memsw.limit_in_bytes ≥ memory.limit_in_bytes at every moment, so
+/// the order of the two writes depends on whether the limits grow or shrink.
+fn set_memory(dir: &Path, memory: i64, swap: Option<i64>) -> Result<(), CgroupError> {
+    let write_memory = || files::write(dir, "memory.limit_in_bytes", &memory.to_string());
+    match swap {
+        None => write_memory(),
+        Some(swap) => {
+            let current_swap = files::read_u64(dir, "memory.memsw.limit_in_bytes").ok();
+            let growing = swap == -1 || current_swap.is_none_or(|c| (swap as u64) >= c);
+            if growing {
+                write_swap(dir, swap)?;
+                write_memory()
+            } else {
+                write_memory()?;
+                write_swap(dir, swap)
+            }
+        }
+    }
+}
+
+fn write_swap(dir: &Path, swap: i64) -> Result<(), CgroupError> {
+    if !dir.join("memory.memsw.limit_in_bytes").exists() {
+        return Err(CgroupError::Unsupported(
+            "limiting swap on this kernel (swap accounting is disabled)".into(),
+        ));
+    }
+    files::write(dir, "memory.memsw.limit_in_bytes", &swap.to_string())
+}

@@ -1,0 +1,216 @@
+//! The cgroup v2 backend: one directory in the unified hierarchy.
+
+use std::fs;
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use super::files::{self, keyed};
+use super::resources::{cpu_max, shares_to_weight, v2_bytes, v2_swap_max};
+use super::{CgroupError, CgroupManager, CgroupView, Resources, Stats};
+
+/// Controllers carton enables for its containers when the parent offers them.
+const WANTED: &[&str] = &["cpu", "cpuset", "memory", "pids", "io"];
+
+#[derive(Debug)]
+pub struct V2Cgroup {
+    mount_point: PathBuf,
+    relative: PathBuf,
+    dir: PathBuf,
+}
+
+impl V2Cgroup {
+    pub fn new(mount_point: &Path, relative: &Path) -> V2Cgroup {
+        V2Cgroup {
+            mount_point: mount_point.to_path_buf(),
+            relative: relative.to_path_buf(),
+            dir: mount_point.join(relative),
+        }
+    }
+
+    fn has_controller(&self, controller: &str) -> bool {
+        files::read(&self.dir, "cgroup.controllers")
+            .is_ok_and(|c| c.split_whitespace().any(|x| x == controller))
+    }
+
+    fn require(&self, controller: &str) -> Result<&Path, CgroupError> {
+        if self.has_controller(controller) {
+            Ok(&self.dir)
+        } else {
+            Err(CgroupError::MissingController(controller.to_string()))
+        }
+    }
+}
+
+/// Enables in `dir`'s subtree every wanted controller that `dir` itself has.
+fn enable_controllers(dir: &Path) -> Result<(), CgroupError> {
+    let available = files::read(dir, "cgroup.controllers")?;
+    let enabled = files::read(dir, "cgroup.subtree_control")?;
+    let missing: Vec<String> = WANTED
+        .iter()
+        .filter(|c| available.split_whitespace().any(|a| a == **c))
+        .filter(|c| !enabled.split_whitespace().any(|e| e == **c))
+        .map(|c| format!("+{c}"))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    // One write enables all of them; if one is refused (e.g. a threaded subtree), enable the
+    // others one by one and let `apply` name what is missing.
+    if files::write(dir, "cgroup.subtree_control", &missing.join(" ")).is_err() {
+        for controller in &missing {
+            let _ = files::write(dir, "cgroup.subtree_control", controller);
+        }
+    }
+    Ok(())
+}
+
+impl CgroupManager for V2Cgroup {
+    fn create(&self) -> Result<(), CgroupError> {
+        let mut current = self.mount_point.clone();
+        for part in self.relative.components() {
+            enable_controllers(&current)?;
+            current.push(part);
+            match fs::create_dir(&current) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(source) => {
+                    return Err(CgroupError::Create {
+                        path: current,
+                        source,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&self, r: &Resources) -> Result<(), CgroupError> {
+        if let Some(memory) = r.memory {
+            files::write(self.require("memory")?, "memory.max", &v2_bytes(memory))?;
+        }
+        if let Some(swap) = v2_swap_max(r.memory, r.memory_swap) {
+            let dir = self.require("memory")?;
+            if !dir.join("memory.swap.max").exists() {
+                return Err(CgroupError::Unsupported(
+                    "limiting swap on this kernel (swap accounting is disabled)".into(),
+                ));
+            }
+            files::write(dir, "memory.swap.max", &swap)?;
+        }
+        if let Some(reservation) = r.memory_reservation {
+            files::write(
+                self.require("memory")?,
+                "memory.low",
+                &v2_bytes(reservation),
+            )?;
+        }
+        if let Some(shares) = r.cpu_shares {
+            files::write(
+                self.require("cpu")?,
+                "cpu.weight",
+                &shares_to_weight(shares).to_string(),
+            )?;
+        }
+        if let Some(max) = cpu_max(r.cpu_quota, r.cpu_period) {
+            files::write(self.require("cpu")?, "cpu.max", &max)?;
+        }
+        if let Some(cpus) = &r.cpuset_cpus {
+            files::write(self.require("cpuset")?, "cpuset.cpus", cpus)?;
+        }
+        if let Some(mems) = &r.cpuset_mems {
+            files::write(self.require("cpuset")?, "cpuset.mems", mems)?;
+        }
+        if let Some(limit) = r.pids_limit {
+            let value = if limit > 0 {
+                limit.to_string()
+            } else {
+                "max".into()
+            };
+            files::write(self.require("pids")?, "pids.max", &value)?;
+        }
+        Ok(())
+    }
+
+    fn add_process(&self, pid: i32) -> Result<(), CgroupError> {
+        files::write(&self.dir, "cgroup.procs", &pid.to_string())
+    }
+
+    fn clone_into(&self) -> Result<Option<OwnedFd>, CgroupError> {
+        let path = std::ffi::CString::new(self.dir.as_os_str().as_bytes())
+            .map_err(|_| CgroupError::InvalidPath(self.dir.display().to_string()))?;
+        // SAFETY: open with a NUL-terminated path.
+        let fd = unsafe {
+            libc::open(
+                path.as_ptr(),
+                libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Err(CgroupError::Read {
+                path: self.dir.clone(),
+                source: io::Error::last_os_error(),
+            });
+        }
+        // SAFETY: fresh fd.
+        Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    fn view(&self) -> CgroupView {
+        CgroupView::V2
+    }
+
+    fn stats(&self) -> Result<Stats, CgroupError> {
+        let mut stats = Stats::default();
+        let cpu = files::read(&self.dir, "cpu.stat")?;
+        stats.cpu_usage_ns = keyed(&cpu, "usage_usec").unwrap_or(0) * 1000;
+        stats.cpu_periods = keyed(&cpu, "nr_periods").unwrap_or(0);
+        stats.cpu_throttled_periods = keyed(&cpu, "nr_throttled").unwrap_or(0);
+        if self.has_controller("memory") {
+            let current = files::read_u64(&self.dir, "memory.current")?;
+            let inactive =
+                keyed(&files::read(&self.dir, "memory.stat")?, "inactive_file").unwrap_or(0);
+            stats.memory_usage = current.saturating_sub(inactive);
+            stats.memory_limit = files::read(&self.dir, "memory.max")?.trim().parse().ok();
+        }
+        if self.has_controller("pids") {
+            stats.pids = files::read_u64(&self.dir, "pids.current")?;
+            stats.pids_limit = files::read(&self.dir, "pids.max")?.trim().parse().ok();
+        }
+        if let Ok(io) = files::read(&self.dir, "io.stat") {
+            // "MAJ:MIN rbytes=N wbytes=N rios=N …" per device.
+            for word in io.split_whitespace() {
+                if let Some(v) = word.strip_prefix("rbytes=") {
+                    stats.io_read += v.parse::<u64>().unwrap_or(0);
+                } else if let Some(v) = word.strip_prefix("wbytes=") {
+                    stats.io_write += v.parse::<u64>().unwrap_or(0);
+                }
+            }
+        }
+        Ok(stats)
+    }
+
+    fn oom_kills(&self) -> Result<u64, CgroupError> {
+        if !self.dir.join("memory.events").exists() {
+            return Ok(0);
+        }
+        Ok(keyed(&files::read(&self.dir, "memory.events")?, "oom_kill").unwrap_or(0))
+    }
+
+    fn pids(&self) -> Result<Vec<i32>, CgroupError> {
+        if self.dir.exists() {
+            files::procs(&self.dir)
+        } else {
+            Ok(Vec::new())
+        }
+    }
+
+    fn exists(&self) -> bool {
+        self.dir.exists()
+    }
+
+    fn destroy(&self) -> Result<(), CgroupError> {
+        files::remove_dir(&self.dir)
+    }
+}
