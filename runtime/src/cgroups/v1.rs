@@ -236,3 +236,128 @@ fn write_swap(dir: &Path, swap: i64) -> Result<(), CgroupError> {
     }
     files::write(dir, "memory.memsw.limit_in_bytes", &swap.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cgroups::V1Hierarchy;
+
+    /// A v1 "hierarchy" made of plain directories: enough to check which file gets which
+    /// value, without root or a cgroup filesystem.
+    fn hierarchy(root: &Path, controllers: &[&str]) -> V1Hierarchy {
+        let mount_point = root.join(controllers.join(","));
+        fs::create_dir_all(&mount_point).unwrap();
+        if controllers.contains(&"cpuset") {
+            fs::write(mount_point.join("cpuset.cpus"), "0-3\n").unwrap();
+            fs::write(mount_point.join("cpuset.mems"), "0\n").unwrap();
+        }
+        V1Hierarchy {
+            controllers: controllers.iter().map(|c| c.to_string()).collect(),
+            mount_point,
+        }
+    }
+
+    fn read(dir: &Path, file: &str) -> String {
+        fs::read_to_string(dir.join(file)).unwrap()
+    }
+
+    #[test]
+    fn cpusets_are_seeded_from_the_parent_on_the_way_down() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cpuset = hierarchy(tmp.path(), &["cpuset"]);
+        // Plain directories start without the files a real cpuset dir has (empty).
+        let cg = V1Cgroup::new(std::slice::from_ref(&cpuset), Path::new("carton/abc"));
+        // Pre-create the empty files the kernel would show.
+        for dir in ["carton", "carton/abc"] {
+            fs::create_dir_all(cpuset.mount_point.join(dir)).unwrap();
+            fs::write(cpuset.mount_point.join(dir).join("cpuset.cpus"), "").unwrap();
+            fs::write(cpuset.mount_point.join(dir).join("cpuset.mems"), "").unwrap();
+        }
+        cg.create().unwrap();
+        let leaf = cpuset.mount_point.join("carton/abc");
+        assert_eq!(read(&leaf, "cpuset.cpus"), "0-3");
+        assert_eq!(read(&leaf, "cpuset.mems"), "0");
+    }
+
+    #[test]
+    fn limits_go_to_their_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let hierarchies = [
+            hierarchy(tmp.path(), &["cpu", "cpuacct"]),
+            hierarchy(tmp.path(), &["memory"]),
+            hierarchy(tmp.path(), &["pids"]),
+        ];
+        let cg = V1Cgroup::new(&hierarchies, Path::new("carton/abc"));
+        cg.create().unwrap();
+        let memory = hierarchies[1].mount_point.join("carton/abc");
+        fs::write(
+            memory.join("memory.memsw.limit_in_bytes"),
+            "9223372036854771712",
+        )
+        .unwrap();
+        cg.apply(&Resources {
+            memory: Some(64 << 20),
+            memory_swap: Some(128 << 20),
+            memory_reservation: Some(32 << 20),
+            cpu_shares: Some(512),
+            cpu_quota: Some(50_000),
+            cpu_period: Some(100_000),
+            pids_limit: Some(-1),
+            ..Default::default()
+        })
+        .unwrap();
+        let cpu = hierarchies[0].mount_point.join("carton/abc");
+        assert_eq!(read(&memory, "memory.limit_in_bytes"), "67108864");
+        assert_eq!(read(&memory, "memory.memsw.limit_in_bytes"), "134217728");
+        assert_eq!(read(&memory, "memory.soft_limit_in_bytes"), "33554432");
+        assert_eq!(read(&cpu, "cpu.shares"), "512");
+        assert_eq!(read(&cpu, "cpu.cfs_quota_us"), "50000");
+        assert_eq!(read(&cpu, "cpu.cfs_period_us"), "100000");
+        let pids = hierarchies[2].mount_point.join("carton/abc");
+        assert_eq!(read(&pids, "pids.max"), "max");
+        assert_eq!(
+            cg.view(),
+            CgroupView::V1(vec![
+                ("cpu,cpuacct".into(), cpu.clone()),
+                ("memory".into(), memory.clone()),
+                ("pids".into(), pids.clone()),
+            ])
+        );
+    }
+
+    #[test]
+    fn a_missing_controller_is_named() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cg = V1Cgroup::new(&[hierarchy(tmp.path(), &["memory"])], Path::new("carton/x"));
+        cg.create().unwrap();
+        let err = cg
+            .apply(&Resources {
+                pids_limit: Some(5),
+                ..Default::default()
+            })
+            .unwrap_err();
+        assert!(
+            matches!(err, CgroupError::MissingController(ref c) if c == "pids"),
+            "{err}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "the pids cgroup controller is not available on this host"
+        );
+    }
+
+    #[test]
+    fn swap_without_accounting_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cg = V1Cgroup::new(&[hierarchy(tmp.path(), &["memory"])], Path::new("carton/x"));
+        cg.create().unwrap();
+        let err = cg
+            .apply(&Resources {
+                memory: Some(64 << 20),
+                memory_swap: Some(128 << 20),
+                ..Default::default()
+            })
+            .unwrap_err();
+        assert!(matches!(err, CgroupError::Unsupported(_)), "{err}");
+    }
+}

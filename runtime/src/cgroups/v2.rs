@@ -214,3 +214,73 @@ impl CgroupManager for V2Cgroup {
         files::remove_dir(&self.dir)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(dir: &Path, file: &str) -> String {
+        fs::read_to_string(dir.join(file)).unwrap()
+    }
+
+    /// Plain directories standing in for cgroup2: controllers are offered by writing the
+    /// cgroup.controllers files a kernel would show.
+    fn fake_v2(root: &Path, controllers: &str) {
+        fs::write(root.join("cgroup.controllers"), controllers).unwrap();
+        fs::write(root.join("cgroup.subtree_control"), "").unwrap();
+    }
+
+    #[test]
+    fn controllers_are_enabled_on_the_way_down_and_limits_mapped() {
+        let tmp = tempfile::tempdir().unwrap();
+        fake_v2(tmp.path(), "cpuset cpu io memory hugetlb pids");
+        let cg = V2Cgroup::new(tmp.path(), Path::new("carton/abc"));
+        // The intermediate level exists with what the root delegated.
+        fs::create_dir_all(tmp.path().join("carton")).unwrap();
+        fake_v2(&tmp.path().join("carton"), "cpuset cpu io memory pids");
+        cg.create().unwrap();
+        assert_eq!(
+            read(tmp.path(), "cgroup.subtree_control"),
+            "+cpu +cpuset +memory +pids +io"
+        );
+        let leaf = tmp.path().join("carton/abc");
+        fs::write(leaf.join("cgroup.controllers"), "cpuset cpu io memory pids").unwrap();
+        fs::write(leaf.join("memory.swap.max"), "max").unwrap();
+        cg.apply(&Resources {
+            memory: Some(64 << 20),
+            memory_swap: Some(96 << 20),
+            memory_reservation: Some(32 << 20),
+            cpu_shares: Some(512),
+            cpu_quota: Some(150_000),
+            cpu_period: Some(100_000),
+            cpuset_cpus: Some("0".into()),
+            pids_limit: Some(7),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(read(&leaf, "memory.max"), "67108864");
+        assert_eq!(read(&leaf, "memory.swap.max"), "33554432");
+        assert_eq!(read(&leaf, "memory.low"), "33554432");
+        assert_eq!(read(&leaf, "cpu.weight"), "20");
+        assert_eq!(read(&leaf, "cpu.max"), "150000 100000");
+        assert_eq!(read(&leaf, "cpuset.cpus"), "0");
+        assert_eq!(read(&leaf, "pids.max"), "7");
+        assert_eq!(cg.view(), CgroupView::V2);
+    }
+
+    #[test]
+    fn a_controller_the_parent_does_not_offer_is_named() {
+        let tmp = tempfile::tempdir().unwrap();
+        fake_v2(tmp.path(), "memory");
+        let cg = V2Cgroup::new(tmp.path(), Path::new("c"));
+        cg.create().unwrap();
+        fs::write(tmp.path().join("c/cgroup.controllers"), "memory").unwrap();
+        let err = cg
+            .apply(&Resources {
+                pids_limit: Some(3),
+                ..Default::default()
+            })
+            .unwrap_err();
+        assert!(matches!(err, CgroupError::MissingController(ref c) if c == "pids"));
+    }
+}
