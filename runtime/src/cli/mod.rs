@@ -2,11 +2,14 @@
 //! `anyhow`: everything below returns typed errors, which become `carton: <message>` on stderr
 //! and docker's exit codes here.
 
+mod exec;
 mod format;
 mod images;
 mod inspect;
+mod lifecycle;
 mod limits;
 mod logging;
+mod logs;
 mod ps;
 mod rm;
 mod run;
@@ -45,8 +48,22 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Create and run a container from an image, in the foreground.
+    /// Create and run a container from an image (in the foreground, or detached with -d).
     Run(Box<run::RunArgs>),
+    /// Run a command in a running container.
+    Exec(exec::ExecArgs),
+    /// Show a detached container's output.
+    Logs(logs::LogsArgs),
+    /// Stop containers: SIGTERM, then SIGKILL after a grace period.
+    Stop(lifecycle::StopArgs),
+    /// Send a signal to containers.
+    Kill(lifecycle::KillArgs),
+    /// Start stopped containers (detached).
+    Start(lifecycle::StartArgs),
+    /// Stop and start containers.
+    Restart(lifecycle::StopArgs),
+    /// Wait for containers to exit and print their exit codes.
+    Wait(lifecycle::WaitArgs),
     /// List containers.
     Ps(ps::PsArgs),
     /// Remove one or more containers.
@@ -84,6 +101,13 @@ pub fn main() -> i32 {
     };
     let result = match cli.command {
         Command::Run(args) => run::run(&root, *args),
+        Command::Exec(args) => exec::exec(&root, args),
+        Command::Logs(args) => logs::logs(&root, args),
+        Command::Stop(args) => lifecycle::stop(&root, args),
+        Command::Kill(args) => lifecycle::kill(&root, args),
+        Command::Start(args) => lifecycle::start(&root, args),
+        Command::Restart(args) => lifecycle::restart(&root, args),
+        Command::Wait(args) => lifecycle::wait(&root, args),
         Command::Ps(args) => ps::ps(&root, args).map(|()| 0),
         Command::Rm(args) => rm::rm(&root, args),
         Command::Import(args) => images::import(&root, args).map(|()| 0),

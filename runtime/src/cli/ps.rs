@@ -23,7 +23,10 @@ pub struct PsArgs {
 
 pub fn ps(root: &Path, args: PsArgs) -> anyhow::Result<()> {
     let states = StateStore::new(root);
-    let mut records = container::list(&states)?;
+    let (mut records, broken) = container::list(&states)?;
+    for problem in &broken {
+        eprintln!("carton: warning: {problem}");
+    }
     records.retain(|r| args.all || r.status == Status::Running);
     records.reverse(); // newest first, as docker lists them
     let id = |r: &ContainerRecord| {

@@ -26,6 +26,9 @@ pub struct RunArgs {
     /// Remove the container when it exits.
     #[arg(long)]
     pub rm: bool,
+    /// Run in the background and print the container id.
+    #[arg(short, long)]
+    pub detach: bool,
     /// Name of the container.
     #[arg(long)]
     pub name: Option<String>,
@@ -63,15 +66,17 @@ pub fn run(root: &Path, args: RunArgs) -> anyhow::Result<i32> {
     let request = request_from(&args)?;
     let states = StateStore::new(root);
     let created = container::create(&states, &request)?;
-    let code = container::run_foreground(
-        &states,
-        created,
-        RunMode {
-            terminal: args.tty,
-            interactive: args.interactive,
-        },
-    )?;
-    Ok(code)
+    let mode = RunMode {
+        terminal: args.tty,
+        interactive: args.interactive,
+    };
+    if args.detach {
+        let id = created.record.id.clone();
+        container::run_detached(&states, created, mode)?;
+        println!("{id}");
+        return Ok(0);
+    }
+    Ok(container::run_foreground(&states, created, mode)?)
 }
 
 fn request_from(args: &RunArgs) -> anyhow::Result<CreateRequest> {

@@ -78,7 +78,7 @@ pub fn stats(root: &Path, args: StatsArgs) -> anyhow::Result<i32> {
 
 fn select(states: &StateStore, args: &StatsArgs) -> anyhow::Result<Vec<ContainerRecord>> {
     if args.containers.is_empty() {
-        let mut all = container::list(states)?;
+        let mut all = container::list(states)?.0;
         all.retain(|r| args.all || r.status == Status::Running);
         return Ok(all);
     }

@@ -168,6 +168,8 @@ fn reserve(
         finished_at: None,
         exit_code: None,
         oom_killed: false,
+        owner_pid: None,
+        owner_start_time: None,
         auto_remove: request.auto_remove,
     };
     states.save(&record)?;

@@ -10,24 +10,23 @@ use crate::engine::in_root::RootDir;
 
 /// The content of `path` as the topmost layer that has it provides; `None` if no layer does.
 pub fn read(layers: &[PathBuf], path: &Path) -> Option<String> {
-    for layer in layers.iter().rev() {
-        let Ok(root) = RootDir::open(layer) else {
-            continue;
-        };
-        let Ok(fd) = root.open_path(path, libc::O_RDONLY) else {
-            continue;
-        };
-        let mut text = String::new();
-        // A passwd file of more than a few MiB is not one carton wants to parse.
-        if File::from(fd)
-            .take(4 << 20)
-            .read_to_string(&mut text)
-            .is_ok()
-        {
-            return Some(text);
-        }
-    }
-    None
+    layers.iter().rev().find_map(|layer| read_in(layer, path))
+}
+
+/// The content of `path` inside the tree rooted at `root` (a layer, or a running container's
+/// `/proc/<pid>/root`), symlinks resolved inside it.
+pub fn read_in(root: &Path, path: &Path) -> Option<String> {
+    let fd = RootDir::open(root)
+        .ok()?
+        .open_path(path, libc::O_RDONLY)
+        .ok()?;
+    let mut text = String::new();
+    // A passwd file of more than a few MiB is not one carton wants to parse.
+    File::from(fd)
+        .take(4 << 20)
+        .read_to_string(&mut text)
+        .ok()?;
+    Some(text)
 }
 
 #[cfg(test)]

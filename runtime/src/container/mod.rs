@@ -9,9 +9,12 @@
 
 mod create;
 pub mod etc_files;
+mod exec;
 mod image_files;
 mod inspect;
+pub mod lifecycle;
 pub mod limits;
+pub mod logs;
 pub mod options;
 mod remove;
 mod run;
@@ -21,10 +24,11 @@ mod update;
 pub mod user;
 
 pub use create::{CreateRequest, Created, cgroup_path, create};
+pub use exec::{ExecRequest, exec};
 pub use inspect::inspect;
 pub use options::{NetworkMode, Volume};
 pub use remove::{list, remove, remove_image};
-pub use run::{RunMode, run_foreground};
+pub use run::{RunMode, run_detached, run_foreground};
 pub use update::update;
 
 use crate::engine::EngineError;
@@ -54,6 +58,11 @@ pub enum ContainerError {
     },
     #[error("no command specified: the image has no CMD or ENTRYPOINT and none was given")]
     NoCommand,
+    /// The detached container's supervisor could not start it.
+    #[error("{message}")]
+    StartFailed { message: String, exit_code: i32 },
+    #[error("container {0} is not running")]
+    NotRunning(String),
     #[error("building the runtime spec: {0}")]
     Spec(String),
     #[error(transparent)]
@@ -78,6 +87,7 @@ impl ContainerError {
     pub fn exit_code(&self) -> i32 {
         match self {
             ContainerError::Engine(e) => e.exit_code(),
+            ContainerError::StartFailed { exit_code, .. } => *exit_code,
             _ => 125,
         }
     }

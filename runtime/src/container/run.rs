@@ -1,12 +1,20 @@
-//! Running a created container in the foreground: start it through the engine, record its pid,
-//! wait, record how it ended, and remove it when `--rm` asked for that.
+//! Running a created container: in the foreground (carton waits, relays signals and the
+//! terminal), or detached (a supervisor process owns it and logs its output). Both record its
+//! pid while it runs, and its end: exit code, OOM kill, cgroup removal, `--rm`.
+
+use std::io::{Read, Write};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+
+use serde::{Deserialize, Serialize};
 
 use super::ContainerError;
 use super::create::Created;
-use crate::engine::{self, Attach, Stdio};
-use crate::state::{StateStore, Status, Timestamp, process_start_time};
+use super::logs::{self, JsonLogWriter};
+use crate::cgroups::CgroupManager;
+use crate::engine::{self, Attach, EngineError, ExitStatus, Started, Stdio, ToCartonStdio};
+use crate::state::{ContainerRecord, StateStore, Status, Timestamp, process_start_time};
 
-/// How the user is attached to a foreground container.
+/// How the user is attached to a container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RunMode {
     /// `-t`
@@ -30,9 +38,164 @@ pub fn run_foreground(
             stdin: mode.interactive,
         }
     };
+    let mut started = launch(states, &created, stdio)?;
+    let cgroup = started.cgroup.take();
+    let waited = engine::foreground::wait(
+        started,
+        Attach {
+            stdin: mode.interactive,
+        },
+        &mut ToCartonStdio,
+    );
+    finalize(states, &created.record, cgroup, &waited)?;
+    Ok(waited?.code)
+}
+
+/// Starts `created` under a supervisor of its own and returns once the container runs (or
+/// failed to start). The supervisor — a double-forked, session-leading copy of this process
+/// that holds none of carton's stdio — waits for the container, logs its output and records
+/// its end.
+pub fn run_detached(
+    states: &StateStore,
+    created: Created,
+    mode: RunMode,
+) -> Result<(), ContainerError> {
+    let (mut status_read, status_write) = status_pipe()?;
+    // SAFETY: carton is single-threaded; the child only runs `supervise`, which exits.
+    let intermediate = unsafe { libc::fork() };
+    if intermediate < 0 {
+        return Err(ContainerError::io("fork the supervisor")(
+            std::io::Error::last_os_error(),
+        ));
+    }
+    if intermediate == 0 {
+        drop(status_read);
+        // SAFETY: setsid/fork/_exit in the freshly forked child. The second fork makes the
+        // supervisor an orphan adopted by init: nothing in the user's session waits for it.
+        unsafe {
+            libc::setsid();
+            match libc::fork() {
+                0 => supervise(states, created, mode, status_write),
+                _ => libc::_exit(0),
+            }
+        }
+    }
+    drop(status_write);
+    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(intermediate), None);
+    let mut report = Vec::new();
+    status_read
+        .read_to_end(&mut report)
+        .map_err(ContainerError::io("read the supervisor's report"))?;
+    match serde_json::from_slice::<StartReport>(&report) {
+        Ok(StartReport::Running) => Ok(()),
+        Ok(StartReport::Failed { message, exit_code }) => {
+            Err(ContainerError::StartFailed { message, exit_code })
+        }
+        Err(_) => Err(ContainerError::StartFailed {
+            message: "the container's supervisor died before the container ran".into(),
+            exit_code: 125,
+        }),
+    }
+}
+
+/// What the supervisor tells `run -d` through the status pipe.
+#[derive(Debug, Serialize, Deserialize)]
+enum StartReport {
+    Running,
+    Failed { message: String, exit_code: i32 },
+}
+
+/// The supervisor's life; never returns.
+fn supervise(states: &StateStore, created: Created, mode: RunMode, mut status: std::fs::File) -> ! {
+    detach_stdio(&created.bundle);
+    let stdio = if mode.terminal {
+        Stdio::Terminal
+    } else {
+        Stdio::Piped {
+            stdin: mode.interactive,
+        }
+    };
+    // The log is opened before the start so that nothing the container prints is lost.
+    let log = JsonLogWriter::create(&logs::log_path(&created.bundle));
+    let started = log
+        .map_err(|e| ContainerError::io("open the container log")(e))
+        .and_then(|log| Ok((log, launch(states, &created, stdio)?)));
+    let report = match &started {
+        Ok(_) => StartReport::Running,
+        Err(e) => StartReport::Failed {
+            message: e.to_string(),
+            exit_code: e.exit_code(),
+        },
+    };
+    let _ = serde_json::to_writer(&mut status, &report);
+    let _ = status.flush();
+    drop(status);
+    let code = match started {
+        Ok((mut log, mut started)) => {
+            let cgroup = started.cgroup.take();
+            let waited = engine::foreground::wait(started, Attach { stdin: false }, &mut log);
+            match finalize(states, &created.record, cgroup, &waited) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("carton supervisor: {e}");
+                    1
+                }
+            }
+        }
+        Err(_) => 1,
+    };
+    // SAFETY: leave without running the parent's exit handlers.
+    unsafe { libc::_exit(code) }
+}
+
+/// The supervisor must not keep carton's stdio (a pipe a script reads to its end, a terminal
+/// that closes): stdin and stdout become /dev/null, stderr a file in the container directory
+/// for its own rare complaints.
+fn detach_stdio(bundle: &std::path::Path) {
+    let null = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .open("/dev/null");
+    let err = std::fs::File::options()
+        .create(true)
+        .append(true)
+        .open(bundle.join("supervisor.log"));
+    // SAFETY: dup2 onto our own stdio fds.
+    unsafe {
+        if let Ok(null) = &null {
+            let fd = std::os::fd::AsRawFd::as_raw_fd(null);
+            libc::dup2(fd, 0);
+            libc::dup2(fd, 1);
+            if err.is_err() {
+                libc::dup2(fd, 2);
+            }
+        }
+        if let Ok(err) = &err {
+            libc::dup2(std::os::fd::AsRawFd::as_raw_fd(err), 2);
+        }
+        libc::chdir(c"/".as_ptr());
+    }
+}
+
+fn status_pipe() -> Result<(std::fs::File, std::fs::File), ContainerError> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: pipe2 writes two fds on success.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(ContainerError::io("create a pipe")(
+            std::io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: fresh fds owned from here on.
+    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    Ok((r.into(), w.into()))
+}
+
+/// Starts the container through the engine; the record says "running", with this process as
+/// its owner, before the user's process can print anything — so whoever sees its output and
+/// then runs `ps` sees it running.
+fn launch(states: &StateStore, created: &Created, stdio: Stdio) -> Result<Started, ContainerError> {
     let id = created.record.id.clone();
-    // The record says "running" before the user's process can print anything, so whoever
-    // sees its output and then runs `ps` sees it running.
+    let me = std::process::id() as i32;
     let mut mark_running = |pid: nix::unistd::Pid| {
         let pid = pid.as_raw();
         // The record may be gone if `rm -f` raced us; the container still runs to its end.
@@ -40,60 +203,72 @@ pub fn run_foreground(
             r.status = Status::Running;
             r.pid = Some(pid);
             r.pid_start_time = process_start_time(pid);
+            r.owner_pid = Some(me);
+            r.owner_start_time = process_start_time(me);
             r.started_at = Some(Timestamp::now());
+            r.finished_at = None;
+            r.exit_code = None;
             r.oom_killed = false;
         });
         Ok(())
     };
-    let started = match engine::start(&created.spec, &created.bundle, stdio, &mut mark_running) {
-        Ok(started) => started,
+    match engine::start(&created.spec, &created.bundle, stdio, &mut mark_running) {
+        Ok(started) => Ok(started),
         Err(e) => {
             if created.record.auto_remove {
                 let _ = states.remove_dir(&id);
             } else {
-                // Never started: docker leaves such a container "Created".
+                // Never started: docker leaves such a container as it was ("Created", or
+                // "Exited" for a restart).
+                let previous = created.record.clone();
                 let _ = states.update(&id, |r| {
-                    r.status = Status::Created;
+                    r.status = previous.status;
                     r.pid = None;
                     r.pid_start_time = None;
-                    r.started_at = None;
+                    r.owner_pid = None;
+                    r.owner_start_time = None;
+                    r.started_at = previous.started_at;
+                    r.finished_at = previous.finished_at;
+                    r.exit_code = previous.exit_code;
                 });
             }
-            return Err(e.into());
+            Err(e.into())
         }
-    };
+    }
+}
 
-    let mut started = started;
-    let cgroup = started.cgroup.take();
-    let waited = engine::foreground::wait(
-        started,
-        Attach {
-            stdin: mode.interactive,
-        },
-    );
-    let code = match &waited {
-        Ok(status) => Some(status.code),
-        Err(_) => None,
+/// Records how the container ended: reads what its cgroup remembers (OOM kills), removes the
+/// cgroup, and marks the record exited — or removes the container (`--rm`).
+fn finalize(
+    states: &StateStore,
+    record: &ContainerRecord,
+    cgroup: Option<Box<dyn CgroupManager>>,
+    waited: &Result<ExitStatus, EngineError>,
+) -> Result<(), ContainerError> {
+    let code = match waited {
+        Ok(status) => status.code,
+        Err(_) => 255,
     };
-    // The container is gone: read what its cgroup remembers, then remove the cgroup.
     let oom_killed = cgroup
         .as_ref()
         .is_some_and(|c| c.oom_kills().is_ok_and(|n| n > 0));
     let cleanup = cgroup.map(|c| c.destroy()).transpose();
-    if created.record.auto_remove {
-        states.remove_dir(&id)?;
+    if record.auto_remove {
+        states.remove_dir(&record.id)?;
     } else {
-        let _ = states.update(&id, |r| {
+        let _ = states.update(&record.id, |r| {
             r.status = Status::Exited;
             r.pid = None;
             r.pid_start_time = None;
-            r.exit_code = Some(code.unwrap_or(255));
+            r.owner_pid = None;
+            r.owner_start_time = None;
+            r.exit_code = Some(code);
             r.oom_killed = oom_killed;
             r.finished_at = Some(Timestamp::now());
         });
     }
     if let Err(e) = cleanup {
-        log::warn!("container {}: {e}", created.record.short_id());
+        log::warn!("container {}: {e}", record.short_id());
     }
-    Ok(waited?.code)
+    Ok(())
 }

@@ -1,8 +1,10 @@
-//! Waiting for a foreground container: relay signals, proxy the console, collect the exit
-//! status. One poll loop over a signalfd and the stdio fds; no threads.
+//! Waiting for a started process: relay signals, move its output (pty or pipes) into a sink,
+//! feed carton's stdin to its pty, collect the exit status. One poll loop over a signalfd and
+//! the stdio fds; no threads. Used by foreground `run`, by `exec`, and by the detached
+//! supervisor (whose sink is the container log).
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -16,7 +18,7 @@ use super::process::Started;
 use super::signals;
 use super::terminal::{self, RawMode};
 
-/// How a container ended, in shell terms.
+/// How a process ended, in shell terms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ExitStatus {
     /// Exit code, or 128 + signal number.
@@ -38,22 +40,67 @@ impl ExitStatus {
     }
 }
 
-/// Options of the foreground session.
+/// Which stream a piece of output came from (a pty has only stdout).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// Where the process's output goes.
+pub trait OutputSink {
+    fn write(&mut self, stream: Stream, bytes: &[u8]);
+    /// The process ended and its output is drained.
+    fn finish(&mut self) {}
+}
+
+/// Output to carton's own stdout and stderr.
+#[derive(Debug, Default)]
+pub struct ToCartonStdio;
+
+impl OutputSink for ToCartonStdio {
+    fn write(&mut self, stream: Stream, bytes: &[u8]) {
+        let fd = match stream {
+            Stream::Stdout => 1,
+            Stream::Stderr => 2,
+        };
+        let _ = write_all(fd, bytes);
+    }
+}
+
+/// Options of the session.
 #[derive(Debug, Clone, Copy)]
 pub struct Attach {
-    /// Forward carton's stdin to the console (`-i` together with `-t`).
+    /// Forward carton's stdin to the console (`-i` together with `-t`), with carton's
+    /// terminal in raw mode.
     pub stdin: bool,
 }
 
-/// Runs until the container's init exits; returns its status. Restores carton's signal mask
-/// and terminal on the way out.
-pub fn wait(started: Started, attach: Attach) -> Result<ExitStatus, EngineError> {
-    let result = run_loop(&started, attach);
+/// Runs until the process exits; returns its status. Restores carton's signal mask and
+/// terminal on the way out.
+pub fn wait(
+    started: Started,
+    attach: Attach,
+    sink: &mut dyn OutputSink,
+) -> Result<ExitStatus, EngineError> {
+    let result = run_loop(&started, attach, sink);
     signals::restore_mask(&started.saved_mask);
+    sink.finish();
     result
 }
 
-fn run_loop(started: &Started, attach: Attach) -> Result<ExitStatus, EngineError> {
+/// An output fd the loop reads from.
+struct Source<'a> {
+    fd: &'a OwnedFd,
+    stream: Stream,
+    open: bool,
+}
+
+fn run_loop(
+    started: &Started,
+    attach: Attach,
+    sink: &mut dyn OutputSink,
+) -> Result<ExitStatus, EngineError> {
     let signal_fd = SignalFd::with_flags(
         &signals::watched(),
         SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK,
@@ -67,43 +114,54 @@ fn run_loop(started: &Started, attach: Attach) -> Result<ExitStatus, EngineError
     };
     if let Some(console) = console {
         terminal::copy_window_size(console.as_fd());
-        set_nonblocking(console.as_raw_fd())?;
+    }
+    let mut sources: Vec<Source<'_>> = console
+        .map(|fd| (fd, Stream::Stdout))
+        .into_iter()
+        .chain(started.stdio.stdout.as_ref().map(|fd| (fd, Stream::Stdout)))
+        .chain(started.stdio.stderr.as_ref().map(|fd| (fd, Stream::Stderr)))
+        .map(|(fd, stream)| Source {
+            fd,
+            stream,
+            open: true,
+        })
+        .collect();
+    for source in &sources {
+        set_nonblocking(source.fd.as_raw_fd())?;
     }
     let mut stdin_open = console.is_some() && attach.stdin;
 
     // A signal that arrived before the signalfd existed is still pending: it is read below.
     loop {
         let mut fds = vec![PollFd::new(signal_fd.as_fd(), PollFlags::POLLIN)];
-        if let Some(console) = console {
-            fds.push(PollFd::new(console.as_fd(), PollFlags::POLLIN));
-            if stdin_open {
-                // SAFETY: fd 0 stays open for the whole loop.
-                let stdin = unsafe { BorrowedFd::borrow_raw(0) };
-                fds.push(PollFd::new(stdin, PollFlags::POLLIN));
-            }
+        let open_sources: Vec<usize> = (0..sources.len()).filter(|&i| sources[i].open).collect();
+        for &i in &open_sources {
+            fds.push(PollFd::new(sources[i].fd.as_fd(), PollFlags::POLLIN));
+        }
+        if stdin_open {
+            // SAFETY: fd 0 stays open for the whole loop.
+            let stdin = unsafe { BorrowedFd::borrow_raw(0) };
+            fds.push(PollFd::new(stdin, PollFlags::POLLIN));
         }
         match poll(&mut fds, PollTimeout::NONE) {
             Ok(_) => {}
             Err(Errno::EINTR) => continue,
             Err(e) => return Err(os("poll", e)),
         }
-        let ready = |i: usize| {
-            fds.get(i)
-                .and_then(|f| f.revents())
-                .is_some_and(|r| !r.is_empty())
-        };
-        let (signal_ready, console_ready, stdin_ready) = (ready(0), ready(1), ready(2));
+        let ready: Vec<bool> = fds
+            .iter()
+            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+            .collect();
         drop(fds);
 
-        if console_ready {
-            if let Some(console) = console {
-                // EIO: every slave fd closed; the exit shows up as SIGCHLD.
-                let _ = pump(console.as_raw_fd(), 1);
+        for (slot, &i) in open_sources.iter().enumerate() {
+            if ready[1 + slot] && !drain(&mut sources[i], sink) {
+                sources[i].open = false;
             }
         }
-        if stdin_ready {
+        if stdin_open && ready.last() == Some(&true) {
             if let Some(console) = console {
-                match pump(0, console.as_raw_fd()) {
+                match copy(0, console.as_raw_fd()) {
                     Ok(0) | Err(_) => {
                         // End of input: the tty equivalent of closing stdin is ^D.
                         stdin_open = false;
@@ -113,7 +171,7 @@ fn run_loop(started: &Started, attach: Attach) -> Result<ExitStatus, EngineError
                 }
             }
         }
-        if signal_ready {
+        if ready[0] {
             while let Some(info) = signal_fd
                 .read_signal()
                 .map_err(|e| os("read signalfd", e))?
@@ -134,14 +192,50 @@ fn run_loop(started: &Started, attach: Attach) -> Result<ExitStatus, EngineError
                 }
             }
             if let Some(status) = reap(pid)? {
-                if let Some(console) = console {
-                    // The container's last words may still sit in the pty buffer.
-                    while matches!(pump(console.as_raw_fd(), 1), Ok(n) if n > 0) {}
+                // The last words may still sit in the pty or pipe buffers.
+                for source in sources.iter_mut().filter(|s| s.open) {
+                    while drain(source, sink) && has_data(source.fd.as_raw_fd()) {}
                 }
                 return Ok(status);
             }
         }
     }
+}
+
+/// Reads what is available from `source` into the sink; false once it reached end-of-file or
+/// failed (a pty master reports EIO when the last slave fd closed).
+fn drain(source: &mut Source<'_>, sink: &mut dyn OutputSink) -> bool {
+    let mut buf = [0u8; 32 * 1024];
+    loop {
+        // SAFETY: read into a local buffer.
+        let n = unsafe { libc::read(source.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n > 0 {
+            sink.write(source.stream, &buf[..n as usize]);
+            if (n as usize) < buf.len() {
+                return true;
+            }
+            continue;
+        }
+        if n == 0 {
+            return false;
+        }
+        let err = io::Error::last_os_error();
+        return match err.kind() {
+            io::ErrorKind::WouldBlock => true,
+            io::ErrorKind::Interrupted => continue,
+            _ => false,
+        };
+    }
+}
+
+fn has_data(fd: RawFd) -> bool {
+    let mut fds = [libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    // SAFETY: poll on a local array, no wait.
+    unsafe { libc::poll(fds.as_mut_ptr(), 1, 0) > 0 && fds[0].revents & libc::POLLIN != 0 }
 }
 
 fn reap(pid: Pid) -> Result<Option<ExitStatus>, EngineError> {
@@ -160,7 +254,7 @@ fn reap(pid: Pid) -> Result<Option<ExitStatus>, EngineError> {
 }
 
 /// Copies what is available from `from` to `to`; Ok(0) at end-of-file.
-fn pump(from: RawFd, to: RawFd) -> io::Result<usize> {
+fn copy(from: RawFd, to: RawFd) -> io::Result<usize> {
     let mut buf = [0u8; 16 * 1024];
     // SAFETY: read into a local buffer.
     let n = unsafe { libc::read(from, buf.as_mut_ptr().cast(), buf.len()) };
@@ -172,7 +266,7 @@ fn pump(from: RawFd, to: RawFd) -> io::Result<usize> {
     Ok(n)
 }
 
-fn write_all(fd: RawFd, mut bytes: &[u8]) -> io::Result<()> {
+pub(crate) fn write_all(fd: RawFd, mut bytes: &[u8]) -> io::Result<()> {
     while !bytes.is_empty() {
         // SAFETY: write from a live slice.
         let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
@@ -203,7 +297,7 @@ fn set_nonblocking(fd: RawFd) -> Result<(), EngineError> {
     unsafe {
         let flags = libc::fcntl(fd, libc::F_GETFL);
         if flags < 0 || libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
-            return Err(EngineError::last_os("make console non-blocking"));
+            return Err(EngineError::last_os("make output non-blocking"));
         }
     }
     Ok(())

@@ -1,33 +1,46 @@
-//! The container's init: the code the cloned child runs, already inside its new namespaces,
-//! up to the `execve` of the user's command. Every step either succeeds or reports an
-//! [`InitFailure`] to the parent and exits; nothing is swallowed.
+//! The code the cloned child runs, up to the `execve` of the user's command: the container's
+//! init ([`run`]), or a process joining a running container ([`run_joined`]). Every step either
+//! succeeds or reports an [`InitFailure`] to the parent and exits; nothing is swallowed.
 
 use std::convert::Infallible;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::Path;
 
 use super::channel::{Channel, ToChild, ToParent};
 use super::error::InitFailure;
 use super::exec;
+use super::in_root::RootDir;
 use super::plan::{Plan, ProcessPlan};
 use super::rootfs::{self, failure};
 use super::signals;
+use super::stdio::{self, ChildStdio};
 
-/// How the container's stdio is wired.
-#[derive(Debug)]
-pub enum ChildStdio {
-    /// Keep carton's fds 1 and 2; fd 0 too when `stdin` is Some(None), else the given
-    /// /dev/null.
-    Inherit { null_stdin: Option<OwnedFd> },
-    /// The console pty created inside the container.
-    Terminal,
-}
-
-/// Runs in the child after clone; never returns.
+/// Runs the container's init in the child after clone; never returns.
+///
 /// `in_cgroup` says whether the child was born in its cgroup (clone3 CLONE_INTO_CGROUP) or
 /// the parent moves it there and says [`ToChild::CgroupJoined`].
 pub fn run(plan: &Plan, channel: &Channel, stdio: &ChildStdio, in_cgroup: bool) -> ! {
-    let failure = match steps(plan, channel, stdio, in_cgroup) {
+    report_and_exit(channel, container_steps(plan, channel, stdio, in_cgroup))
+}
+
+/// Runs a process that joins a running container (`exec`): `namespaces` are fds of the
+/// container init's namespaces (its pid namespace was joined by the parent before the clone).
+pub fn run_joined(
+    process: &ProcessPlan,
+    namespaces: &[(OwnedFd, libc::c_int)],
+    channel: &Channel,
+    stdio: &ChildStdio,
+    die_with_parent: bool,
+) -> ! {
+    report_and_exit(
+        channel,
+        joined_steps(process, namespaces, channel, stdio, die_with_parent),
+    )
+}
+
+fn report_and_exit(channel: &Channel, result: Result<Infallible, InitFailure>) -> ! {
+    let failure = match result {
         Ok(never) => match never {},
         Err(failure) => failure,
     };
@@ -38,16 +51,16 @@ pub fn run(plan: &Plan, channel: &Channel, stdio: &ChildStdio, in_cgroup: bool) 
     unsafe { libc::_exit(code) }
 }
 
-fn steps(
+fn container_steps(
     plan: &Plan,
     channel: &Channel,
     stdio: &ChildStdio,
     in_cgroup: bool,
 ) -> Result<Infallible, InitFailure> {
-    // A foreground container must not outlive the carton that owns it. (If carton died before
-    // this line, the child never gets Go on the channel and exits before exec.)
-    // SAFETY: prctl has no memory-safety preconditions.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) };
+    // A container must not outlive the carton process that owns it (the foreground CLI or the
+    // detached supervisor). If that process died before this line, the child never gets Go
+    // on the channel and exits before exec.
+    die_with_parent();
     if plan.cgroup_namespace {
         // The namespace's root is the cgroup the process sits in when unsharing: wait until
         // that is the container's own.
@@ -77,16 +90,57 @@ fn steps(
         }
     }
     let prepared = rootfs::prepare(&plan.rootfs)?;
+    finish(&plan.process, channel, stdio, prepared.console)
+}
 
+fn joined_steps(
+    process: &ProcessPlan,
+    namespaces: &[(OwnedFd, libc::c_int)],
+    channel: &Channel,
+    stdio: &ChildStdio,
+    die: bool,
+) -> Result<Infallible, InitFailure> {
+    if die {
+        die_with_parent();
+    }
+    // The mount namespace last: after it, paths are the container's.
+    for (fd, kind) in namespaces {
+        // SAFETY: setns with an fd of a namespace file.
+        if unsafe { libc::setns(fd.as_raw_fd(), *kind) } != 0 {
+            return Err(failure(
+                "join namespace",
+                namespace_name(*kind),
+                io::Error::last_os_error(),
+            ));
+        }
+    }
+    let console = if matches!(stdio, ChildStdio::Terminal) {
+        let root = RootDir::open(Path::new("/")).map_err(|e| failure("open pty", "open /", e))?;
+        let (master, slave, _) = rootfs::open_pty(&root)?;
+        Some((master, slave))
+    } else {
+        None
+    };
+    finish(process, channel, stdio, console)
+}
+
+/// The steps every process takes once its namespaces and filesystem are in place: stdio,
+/// limits and cwd as root, the Ready/Go handshake, the user switch, and exec.
+fn finish(
+    process: &ProcessPlan,
+    channel: &Channel,
+    stdio: &ChildStdio,
+    console: Option<(OwnedFd, OwnedFd)>,
+) -> Result<Infallible, InitFailure> {
     // SAFETY: setsid has no preconditions; it fails only if we already lead a group.
     unsafe { libc::setsid() };
-    match (stdio, prepared.console) {
+    match (stdio, console) {
         (ChildStdio::Terminal, Some((master, slave))) => {
             channel
                 .send_to_parent(&ToParent::Console(master))
                 .map_err(|e| failure("console", "send pty master to carton", e))?;
             for target in 0..3 {
-                dup_onto(slave.as_raw_fd(), target)
+                stdio::dup_onto(slave.as_raw_fd(), target)
                     .map_err(|e| failure("console", "attach stdio to the pty", e))?;
             }
             // SAFETY: TIOCSCTTY on our own fd 0, a pty slave, as session leader.
@@ -105,14 +159,10 @@ fn steps(
                 io::Error::from_raw_os_error(libc::EINVAL),
             ));
         }
-        (ChildStdio::Inherit { null_stdin }, _) => {
-            if let Some(null) = null_stdin {
-                dup_onto(null.as_raw_fd(), 0).map_err(|e| failure("stdio", "stdin", e))?;
-            }
-        }
+        (other, _) => stdio::attach_child(other).map_err(|e| failure("stdio", "attach", e))?,
     }
 
-    prepare_process(&plan.process)?;
+    prepare_process(process)?;
 
     channel
         .send_to_parent(&ToParent::Ready)
@@ -124,8 +174,8 @@ fn steps(
         _ => unsafe { libc::_exit(125) },
     }
 
-    switch_user(&plan.process)?;
-    if plan.process.no_new_privileges {
+    switch_user(process)?;
+    if process.no_new_privileges {
         // SAFETY: prctl with constant arguments.
         if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
             return Err(failure("no_new_privs", "prctl", io::Error::last_os_error()));
@@ -150,7 +200,24 @@ fn steps(
         ));
     }
     signals::reset_for_exec();
-    Err(exec::exec(&plan.process.args, &plan.process.env))
+    Err(exec::exec(&process.args, &process.env))
+}
+
+fn die_with_parent() {
+    // SAFETY: prctl has no memory-safety preconditions.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) };
+}
+
+fn namespace_name(kind: libc::c_int) -> &'static str {
+    match kind {
+        libc::CLONE_NEWNS => "mnt",
+        libc::CLONE_NEWNET => "net",
+        libc::CLONE_NEWIPC => "ipc",
+        libc::CLONE_NEWUTS => "uts",
+        libc::CLONE_NEWCGROUP => "cgroup",
+        libc::CLONE_NEWPID => "pid",
+        _ => "namespace",
+    }
 }
 
 /// Limits, cwd and the like: done as root, before the user switch.
@@ -173,17 +240,24 @@ fn prepare_process(process: &ProcessPlan) -> Result<(), InitFailure> {
         std::fs::write("/proc/self/oom_score_adj", adj.to_string())
             .map_err(|e| failure("oom_score_adj", adj.to_string(), e))?;
     }
-    // docker creates a missing working directory; after pivot_root, paths resolve inside the
-    // container only.
-    std::fs::create_dir_all(&process.cwd)
-        .and_then(|()| std::env::set_current_dir(&process.cwd))
-        .map_err(|e| {
+    // docker creates a missing working directory for a container (not for exec); after
+    // pivot_root, paths resolve inside the container only.
+    if process.create_cwd {
+        std::fs::create_dir_all(&process.cwd).map_err(|e| {
             failure(
                 "set working directory",
                 process.cwd.display().to_string(),
                 e,
             )
         })?;
+    }
+    std::env::set_current_dir(&process.cwd).map_err(|e| {
+        failure(
+            "set working directory",
+            process.cwd.display().to_string(),
+            e,
+        )
+    })?;
     if let Some(mask) = process.umask {
         // SAFETY: umask cannot fail.
         unsafe { libc::umask(mask as libc::mode_t) };
@@ -221,17 +295,6 @@ fn switch_user(process: &ProcessPlan) -> Result<(), InitFailure> {
                 io::Error::last_os_error(),
             ));
         }
-    }
-    Ok(())
-}
-
-fn dup_onto(fd: RawFd, target: RawFd) -> io::Result<()> {
-    if fd == target {
-        return Ok(());
-    }
-    // SAFETY: dup2 between valid descriptors; the target is ours to replace.
-    if unsafe { libc::dup2(fd, target) } < 0 {
-        return Err(io::Error::last_os_error());
     }
     Ok(())
 }

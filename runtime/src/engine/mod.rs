@@ -20,19 +20,21 @@ mod plan;
 mod process;
 mod rootfs;
 mod signals;
+mod stdio;
 mod terminal;
 
 pub use error::{EngineError, InitFailure};
 pub use exec::DEFAULT_PATH;
-pub use foreground::{Attach, ExitStatus};
-pub use plan::{OVERLAY_ANNOTATION, Plan};
-pub use process::{Started, Stdio};
+pub use foreground::{Attach, ExitStatus, OutputSink, Stream, ToCartonStdio};
+pub use plan::{OVERLAY_ANNOTATION, Plan, ProcessPlan};
+pub use process::{Started, Target};
+pub use stdio::Stdio;
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
 use nix::unistd::Pid;
-use oci_spec::runtime::Spec;
+use oci_spec::runtime::{Process, Spec};
 
 use crate::cgroups::{self, Layout};
 
@@ -84,4 +86,35 @@ pub fn start(
             Err(e)
         }
     }
+}
+
+/// Runs `process` inside the running container whose init is `init_pid` (`exec`): in its
+/// namespaces and in the cgroup at `cgroup_path`. With `detached` the process does not die
+/// with carton and nobody waits for it.
+pub fn exec(
+    init_pid: i32,
+    process: &Process,
+    cgroup_path: Option<&str>,
+    stdio: Stdio,
+    detached: bool,
+) -> Result<Started, EngineError> {
+    let plan = ProcessPlan::from_process(process, false)?;
+    if (stdio == Stdio::Terminal) != plan.terminal {
+        return Err(EngineError::InvalidSpec(
+            "process.terminal does not match the requested stdio".into(),
+        ));
+    }
+    let target = Target::open(init_pid)?;
+    let cgroup = match cgroup_path {
+        Some(path) => Some(cgroups::open(&Layout::detect(), path)?),
+        None => None,
+    };
+    process::join(
+        &target,
+        &plan,
+        cgroup.as_deref(),
+        stdio,
+        detached,
+        &mut |console: &OwnedFd| terminal::copy_window_size(console.as_fd()),
+    )
 }

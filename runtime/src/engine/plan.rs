@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use libc::c_ulong;
-use oci_spec::runtime::{LinuxNamespaceType, PosixRlimitType, Spec};
+use oci_spec::runtime::{LinuxNamespaceType, PosixRlimitType, Process, Spec};
 
 use super::error::EngineError;
 use super::mount_options;
@@ -51,6 +51,52 @@ pub struct ProcessPlan {
     pub no_new_privileges: bool,
     pub oom_score_adj: Option<i32>,
     pub terminal: bool,
+    /// Create a missing working directory (a container's init does, as docker does; an exec'd
+    /// process does not).
+    pub create_cwd: bool,
+}
+
+impl ProcessPlan {
+    /// Reads an OCI `process` (the container's, or one given to `exec`).
+    pub fn from_process(process: &Process, create_cwd: bool) -> Result<ProcessPlan, EngineError> {
+        let invalid = |m: &str| EngineError::InvalidSpec(m.to_string());
+        if process.capabilities().is_some() {
+            return Err(EngineError::Unsupported("process.capabilities".into()));
+        }
+        if process.apparmor_profile().is_some() || process.selinux_label().is_some() {
+            return Err(EngineError::Unsupported(
+                "process.apparmorProfile / selinuxLabel".into(),
+            ));
+        }
+        let args = process.args().clone().unwrap_or_default();
+        if args.is_empty() {
+            return Err(invalid("process.args is empty"));
+        }
+        let cwd = process.cwd().clone();
+        if !cwd.is_absolute() {
+            return Err(invalid("process.cwd must be absolute"));
+        }
+        let user = process.user();
+        Ok(ProcessPlan {
+            args,
+            env: process.env().clone().unwrap_or_default(),
+            cwd,
+            uid: user.uid(),
+            gid: user.gid(),
+            additional_gids: user.additional_gids().clone().unwrap_or_default(),
+            umask: user.umask(),
+            rlimits: process
+                .rlimits()
+                .iter()
+                .flatten()
+                .map(|r| (rlimit_resource(r.typ()), r.soft(), r.hard()))
+                .collect(),
+            no_new_privileges: process.no_new_privileges().unwrap_or(false),
+            oom_score_adj: process.oom_score_adj(),
+            terminal: process.terminal().unwrap_or(false),
+            create_cwd,
+        })
+    }
 }
 
 impl Plan {
@@ -96,21 +142,7 @@ impl Plan {
             return Err(invalid("a mount namespace is required"));
         }
 
-        let args = process.args().clone().unwrap_or_default();
-        if args.is_empty() {
-            return Err(invalid("process.args is empty"));
-        }
-        let cwd = process.cwd().clone();
-        if !cwd.is_absolute() {
-            return Err(invalid("process.cwd must be absolute"));
-        }
-        let rlimits = process
-            .rlimits()
-            .iter()
-            .flatten()
-            .map(|r| (rlimit_resource(r.typ()), r.soft(), r.hard()))
-            .collect();
-        let user = process.user();
+        let process_plan = ProcessPlan::from_process(process, true)?;
 
         let rootfs_path = if root.path().is_absolute() {
             root.path().clone()
@@ -166,19 +198,7 @@ impl Plan {
                 terminal,
                 cgroup_view: None,
             },
-            process: ProcessPlan {
-                args,
-                env: process.env().clone().unwrap_or_default(),
-                cwd,
-                uid: user.uid(),
-                gid: user.gid(),
-                additional_gids: user.additional_gids().clone().unwrap_or_default(),
-                umask: user.umask(),
-                rlimits,
-                no_new_privileges: process.no_new_privileges().unwrap_or(false),
-                oom_score_adj: process.oom_score_adj(),
-                terminal,
-            },
+            process: process_plan,
         })
     }
 
@@ -197,14 +217,6 @@ fn refuse_unsupported(spec: &Spec) -> Result<(), EngineError> {
     let unsupported = |what: &str| Err(EngineError::Unsupported(what.to_string()));
     if spec.hooks().is_some() {
         return unsupported("hooks");
-    }
-    if let Some(process) = spec.process() {
-        if process.capabilities().is_some() {
-            return unsupported("process.capabilities");
-        }
-        if process.apparmor_profile().is_some() || process.selinux_label().is_some() {
-            return unsupported("process.apparmorProfile / selinuxLabel");
-        }
     }
     if let Some(linux) = spec.linux() {
         if linux.seccomp().is_some() {

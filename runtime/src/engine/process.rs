@@ -1,37 +1,31 @@
-//! Creating the container's init: clone into new namespaces, let host-side set-up run while the
-//! child builds its rootfs, release it, and observe its exec through the sync channel.
+//! Creating processes: the container's init ([`start`]) and a process joining a running
+//! container ([`join`]). Both clone, let host-side work run while the child prepares, release
+//! it with Go, and observe its exec through the close-on-exec sync channel.
 
 use std::fs::File;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 
 use nix::sys::signal::{SigSet, Signal, kill};
 use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
 
-use super::channel::{self, ToChild, ToParent};
+use super::channel::{self, Channel, ToChild, ToParent};
 use super::error::EngineError;
-use super::init::{self, ChildStdio};
-use super::plan::Plan;
+use super::init;
+use super::plan::{Plan, ProcessPlan};
 use super::signals;
+use super::stdio::{self, HostStdio, Stdio};
 use crate::cgroups::CgroupManager;
 
-/// How the container's stdio relates to carton's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stdio {
-    /// The container writes straight to carton's stdout/stderr; reads carton's stdin only when
-    /// `stdin` is true (`-i`), /dev/null otherwise.
-    Inherit { stdin: bool },
-    /// A pty inside the container (`-t`); carton gets the master and proxies it.
-    Terminal,
-}
-
-/// A container whose user process has been exec'd.
+/// A process whose user program has been exec'd.
 #[derive(Debug)]
 pub struct Started {
     pub pid: Pid,
     /// The pty master when [`Stdio::Terminal`] was asked for.
     pub console: Option<OwnedFd>,
-    /// The container's cgroup, for OOM checks and removal once it has exited.
+    /// Read ends of stdout/stderr for [`Stdio::Piped`].
+    pub stdio: HostStdio,
+    /// The container's cgroup, for OOM checks and removal once it has exited (the init only).
     pub cgroup: Option<Box<dyn CgroupManager>>,
     /// carton's signal mask before the watched signals were blocked.
     pub(crate) saved_mask: SigSet,
@@ -39,8 +33,8 @@ pub struct Started {
 
 /// Clones the init with the plan's namespaces and runs it up to the exec of the user's
 /// process. `host_setup` runs in the parent between the clone and the exec (the place for
-/// cgroups and network plumbing): it gets the child's pid; if it fails, the child is killed.
-/// `on_console` receives the pty master before the exec, e.g. to size it.
+/// network plumbing and record keeping): it gets the child's pid; if it fails, the child is
+/// killed. `on_console` receives the pty master before the exec, e.g. to size it.
 ///
 /// The watched signals stay blocked on success; [`super::foreground`] reads them.
 pub fn start(
@@ -50,111 +44,197 @@ pub fn start(
     host_setup: &mut dyn FnMut(Pid) -> Result<(), String>,
     on_console: &mut dyn FnMut(&OwnedFd),
 ) -> Result<Started, EngineError> {
+    let (child_stdio, host_stdio) =
+        stdio::prepare(stdio).map_err(EngineError::os("set up stdio"))?;
     let (parent_end, child_end) =
         channel::pair().map_err(EngineError::os("create sync channel"))?;
-    let child_stdio = match stdio {
-        Stdio::Terminal => ChildStdio::Terminal,
-        Stdio::Inherit { stdin: true } => ChildStdio::Inherit { null_stdin: None },
-        Stdio::Inherit { stdin: false } => ChildStdio::Inherit {
-            null_stdin: Some(OwnedFd::from(
-                File::open("/dev/null").map_err(EngineError::os("open /dev/null"))?,
-            )),
-        },
-    };
-    let saved_mask = signals::block_watched().map_err(|e| EngineError::Os {
-        context: "block signals",
-        source: e.into(),
-    })?;
+    let saved_mask = block_signals()?;
+    let guard = MaskGuard(saved_mask);
 
     // On cgroup v2 the child is born in its cgroup (clone3 CLONE_INTO_CGROUP): no window in
     // which it runs uncounted, and no write to cgroup.procs afterwards.
-    let cgroup_fd = match cgroup.map(|c| c.clone_into()).transpose() {
-        Ok(fd) => fd.flatten(),
-        Err(e) => {
-            signals::restore_mask(&saved_mask);
-            return Err(e.into());
-        }
-    };
-    let (rc, in_cgroup) = match clone_child(plan.clone_flags, cgroup_fd.as_ref()) {
-        Ok(result) => result,
-        Err(e) => {
-            signals::restore_mask(&saved_mask);
-            return Err(e);
-        }
-    };
+    let cgroup_fd = cgroup.map(|c| c.clone_into()).transpose()?.flatten();
+    let (rc, in_cgroup) = clone_child(plan.clone_flags, cgroup_fd.as_ref())?;
     if rc == 0 {
         drop(parent_end);
         init::run(plan, &child_end, &child_stdio, in_cgroup);
     }
     let pid = Pid::from_raw(rc as libc::pid_t);
-    drop(child_end);
-    drop(child_stdio);
+    drop((child_end, child_stdio, cgroup_fd));
 
-    let fail = move |err: EngineError| {
-        let _ = kill(pid, Signal::SIGKILL);
-        let _ = waitpid(pid, None);
-        signals::restore_mask(&saved_mask);
-        err
-    };
-
-    if let (Some(cgroup), false) = (cgroup, in_cgroup) {
-        if let Err(e) = cgroup.add_process(pid.as_raw()) {
-            return Err(fail(e.into()));
-        }
-        if plan.cgroup_namespace {
-            if let Err(e) = parent_end.send_to_child(&ToChild::CgroupJoined) {
-                return Err(fail(EngineError::Os {
-                    context: "tell container init it joined its cgroup",
-                    source: e,
-                }));
+    let started = (|| {
+        if let (Some(cgroup), false) = (cgroup, in_cgroup) {
+            cgroup.add_process(pid.as_raw())?;
+            if plan.cgroup_namespace {
+                parent_end
+                    .send_to_child(&ToChild::CgroupJoined)
+                    .map_err(EngineError::os("tell container init it joined its cgroup"))?;
             }
         }
-    }
-    if let Err(message) = host_setup(pid) {
-        return Err(fail(EngineError::Setup(message)));
-    }
+        host_setup(pid).map_err(EngineError::Setup)?;
+        handshake(&parent_end, pid, on_console)
+    })();
+    finish(pid, started, host_stdio, guard)
+}
 
+/// Namespaces of a running container, opened from its init's /proc entry.
+#[derive(Debug)]
+pub struct Target {
+    pid: OwnedFd,
+    /// (fd, CLONE_NEW* kind) in the order they are joined: the mount namespace last.
+    others: Vec<(OwnedFd, libc::c_int)>,
+}
+
+impl Target {
+    /// Opens the namespaces of `pid` that differ from carton's own.
+    pub fn open(pid: i32) -> Result<Target, EngineError> {
+        let open = |name: &str| {
+            File::open(format!("/proc/{pid}/ns/{name}"))
+                .map(OwnedFd::from)
+                .map_err(EngineError::os("open the container's namespaces"))
+        };
+        let same_as_mine = |name: &str| {
+            let theirs = std::fs::read_link(format!("/proc/{pid}/ns/{name}")).ok();
+            let mine = std::fs::read_link(format!("/proc/self/ns/{name}")).ok();
+            theirs.is_some() && theirs == mine
+        };
+        let mut others = Vec::new();
+        for (name, kind) in [
+            ("ipc", libc::CLONE_NEWIPC),
+            ("uts", libc::CLONE_NEWUTS),
+            ("net", libc::CLONE_NEWNET),
+            ("cgroup", libc::CLONE_NEWCGROUP),
+            ("mnt", libc::CLONE_NEWNS),
+        ] {
+            if !same_as_mine(name) {
+                others.push((open(name)?, kind));
+            }
+        }
+        Ok(Target {
+            pid: open("pid")?,
+            others,
+        })
+    }
+}
+
+/// Starts `process` inside the running container `target` (`exec`). The child is cloned into
+/// the container's pid namespace (carton joins it for its children only), its cgroup (clone3
+/// on v2, cgroup.procs on v1), then joins the other namespaces itself. With `detached`, it
+/// does not die with carton.
+pub fn join(
+    target: &Target,
+    process: &ProcessPlan,
+    cgroup: Option<&dyn CgroupManager>,
+    stdio: Stdio,
+    detached: bool,
+    on_console: &mut dyn FnMut(&OwnedFd),
+) -> Result<Started, EngineError> {
+    let (child_stdio, host_stdio) =
+        stdio::prepare(stdio).map_err(EngineError::os("set up stdio"))?;
+    let (parent_end, child_end) =
+        channel::pair().map_err(EngineError::os("create sync channel"))?;
+    // setns(CLONE_NEWPID) only changes the namespace of carton's future children.
+    // SAFETY: setns with an fd of a pid namespace file.
+    if unsafe { libc::setns(target.pid.as_raw_fd(), libc::CLONE_NEWPID) } != 0 {
+        return Err(EngineError::last_os("join the container's pid namespace"));
+    }
+    let saved_mask = block_signals()?;
+    let guard = MaskGuard(saved_mask);
+    let cgroup_fd = cgroup.map(|c| c.clone_into()).transpose()?.flatten();
+    let (rc, in_cgroup) = clone_child(0, cgroup_fd.as_ref())?;
+    if rc == 0 {
+        drop(parent_end);
+        init::run_joined(process, &target.others, &child_end, &child_stdio, !detached);
+    }
+    let pid = Pid::from_raw(rc as libc::pid_t);
+    drop((child_end, child_stdio, cgroup_fd));
+    let started = (|| {
+        if let (Some(cgroup), false) = (cgroup, in_cgroup) {
+            cgroup.add_process(pid.as_raw())?;
+        }
+        handshake(&parent_end, pid, on_console)
+    })();
+    finish(pid, started, host_stdio, guard)
+}
+
+/// Parent side after the clone: collect the console, wait for Ready, say Go, and wait for the
+/// exec (end-of-file, since the channel is close-on-exec) or its failure.
+fn handshake(
+    parent_end: &Channel,
+    pid: Pid,
+    on_console: &mut dyn FnMut(&OwnedFd),
+) -> Result<Option<OwnedFd>, EngineError> {
     let mut console = None;
     loop {
-        match parent_end.recv_from_child() {
-            Ok(Some(ToParent::Console(fd))) => {
+        match parent_end
+            .recv_from_child()
+            .map_err(EngineError::os("read from container init"))?
+        {
+            Some(ToParent::Console(fd)) => {
                 on_console(&fd);
                 console = Some(fd);
             }
-            Ok(Some(ToParent::Ready)) => break,
-            Ok(Some(ToParent::Failed(failure))) => return Err(fail(EngineError::Init(failure))),
-            Ok(None) => return Err(fail(init_died(pid))),
-            Err(e) => {
-                return Err(fail(EngineError::Os {
-                    context: "read from container init",
-                    source: e,
-                }));
-            }
+            Some(ToParent::Ready) => break,
+            Some(ToParent::Failed(failure)) => return Err(EngineError::Init(failure)),
+            None => return Err(init_died(pid)),
         }
     }
-    if let Err(e) = parent_end.send_to_child(&ToChild::Go) {
-        return Err(fail(EngineError::Os {
-            context: "release container init",
-            source: e,
-        }));
-    }
-    // End-of-file now means the exec succeeded (the channel is close-on-exec); a message means
-    // it failed.
-    match parent_end.recv_from_child() {
-        Ok(None) => Ok(Started {
-            pid,
-            console,
-            cgroup: None,
-            saved_mask,
-        }),
-        Ok(Some(ToParent::Failed(failure))) => Err(fail(EngineError::Init(failure))),
-        Ok(Some(other)) => Err(fail(EngineError::Setup(format!(
+    parent_end
+        .send_to_child(&ToChild::Go)
+        .map_err(EngineError::os("release container init"))?;
+    match parent_end
+        .recv_from_child()
+        .map_err(EngineError::os("read from container init"))?
+    {
+        None => Ok(console),
+        Some(ToParent::Failed(failure)) => Err(EngineError::Init(failure)),
+        Some(other) => Err(EngineError::Setup(format!(
             "unexpected message from container init after release: {other:?}"
-        )))),
-        Err(e) => Err(fail(EngineError::Os {
-            context: "read from container init",
-            source: e,
-        })),
+        ))),
+    }
+}
+
+/// Restores the signal mask when set-up fails before the caller takes over.
+struct MaskGuard(SigSet);
+
+impl Drop for MaskGuard {
+    fn drop(&mut self) {
+        signals::restore_mask(&self.0);
+    }
+}
+
+fn block_signals() -> Result<SigSet, EngineError> {
+    signals::block_watched().map_err(|e| EngineError::Os {
+        context: "block signals",
+        source: e.into(),
+    })
+}
+
+/// On failure kills and reaps the child (the mask is restored by the guard); on success
+/// hands the mask over to [`Started`].
+fn finish(
+    pid: Pid,
+    result: Result<Option<OwnedFd>, EngineError>,
+    stdio: HostStdio,
+    guard: MaskGuard,
+) -> Result<Started, EngineError> {
+    match result {
+        Ok(console) => {
+            let saved_mask = guard.0;
+            std::mem::forget(guard);
+            Ok(Started {
+                pid,
+                console,
+                stdio,
+                cgroup: None,
+                saved_mask,
+            })
+        }
+        Err(e) => {
+            let _ = kill(pid, Signal::SIGKILL);
+            let _ = waitpid(pid, None);
+            Err(e)
+        }
     }
 }
 
@@ -188,7 +268,7 @@ fn clone_child(
         let args = CloneArgs {
             flags: flags | CLONE_INTO_CGROUP,
             exit_signal: libc::SIGCHLD as u64,
-            cgroup: std::os::fd::AsRawFd::as_raw_fd(fd) as u64,
+            cgroup: fd.as_raw_fd() as u64,
             ..CloneArgs::default()
         };
         // SAFETY: clone3 with a valid clone_args of the size passed; without a stack it behaves

@@ -424,6 +424,27 @@ fn create_dev_links(root: &RootDir) -> StepResult<()> {
 /// /dev/console. The master goes to carton; the slave becomes the container's stdio.
 fn create_console(root: &RootDir) -> StepResult<(OwnedFd, OwnedFd)> {
     let step = "create console";
+    let (master, slave, number) = open_pty(root)?;
+    let console = root
+        .ensure_file(Path::new("/dev/console"))
+        .map_err(|e| failure(step, "create /dev/console", e))?;
+    let pts = root
+        .open_path(&PathBuf::from(format!("/dev/pts/{number}")), libc::O_PATH)
+        .map_err(|e| failure(step, "open pty slave path", e))?;
+    mount_raw(
+        Some(&fd_path(&pts).to_string_lossy()),
+        &fd_path(&console),
+        None,
+        libc::MS_BIND,
+        None,
+    )
+    .map_err(|e| failure(step, "bind pty to /dev/console", e))?;
+    Ok((master, slave))
+}
+
+/// A new pty from the devpts instance at `<root>/dev/pts`: (master, slave, number).
+pub(crate) fn open_pty(root: &RootDir) -> StepResult<(OwnedFd, OwnedFd, u32)> {
+    let step = "open pty";
     let master = root
         .open_path(Path::new("/dev/pts/ptmx"), libc::O_RDWR | libc::O_NOCTTY)
         .map_err(|e| failure(step, "open /dev/pts/ptmx (is /dev/pts mounted?)", e))?;
@@ -449,21 +470,7 @@ fn create_console(root: &RootDir) -> StepResult<(OwnedFd, OwnedFd)> {
         }
         OwnedFd::from_raw_fd(fd)
     };
-    let console = root
-        .ensure_file(Path::new("/dev/console"))
-        .map_err(|e| failure(step, "create /dev/console", e))?;
-    let pts = root
-        .open_path(&PathBuf::from(format!("/dev/pts/{number}")), libc::O_PATH)
-        .map_err(|e| failure(step, "open pty slave path", e))?;
-    mount_raw(
-        Some(&fd_path(&pts).to_string_lossy()),
-        &fd_path(&console),
-        None,
-        libc::MS_BIND,
-        None,
-    )
-    .map_err(|e| failure(step, "bind pty to /dev/console", e))?;
-    Ok((master, slave))
+    Ok((master, slave, number))
 }
 
 fn pivot_root(rootfs: &Path) -> StepResult<()> {

@@ -29,7 +29,9 @@ pub enum StateError {
     NotFound(String),
     #[error("container reference {reference:?} is ambiguous: it matches {count} containers")]
     Ambiguous { reference: String, count: usize },
-    #[error("record of container {id} is unreadable: {source}")]
+    #[error(
+        "the record of container {id} is unreadable (corrupt): {source}; `rm -f {id}` removes it"
+    )]
     Corrupt {
         id: String,
         source: serde_json::Error,
@@ -76,27 +78,43 @@ impl StateStore {
         LockGuard::exclusive(&path).map_err(io_err(format!("cannot lock {}", path.display())))
     }
 
-    /// Every container with a record, oldest first. Directories without a record (a `run` that
-    /// crashed before writing one) are skipped.
+    /// Every container with a readable record, oldest first. Directories without a record (a
+    /// `run` that crashed before writing one) are skipped; unreadable records are returned
+    /// apart, so that one broken container never hides the others.
+    pub fn list_checked(&self) -> Result<(Vec<ContainerRecord>, Vec<StateError>), StateError> {
+        let mut records = Vec::new();
+        let mut broken = Vec::new();
+        for id in self.container_ids()? {
+            match self.load(&id) {
+                Ok(record) => records.push(record),
+                Err(StateError::NotFound(_)) => continue,
+                Err(e @ StateError::Corrupt { .. }) => broken.push(e),
+                Err(e) => return Err(e),
+            }
+        }
+        records.sort_by_key(|r| r.created);
+        Ok((records, broken))
+    }
+
+    /// [`StateStore::list_checked`] without the broken ones.
     pub fn list(&self) -> Result<Vec<ContainerRecord>, StateError> {
+        Ok(self.list_checked()?.0)
+    }
+
+    /// Names of the container directories.
+    fn container_ids(&self) -> Result<Vec<String>, StateError> {
         let dir = self.containers_dir();
         let entries = match fs::read_dir(&dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(io_err(format!("cannot read {}", dir.display()))(e)),
         };
-        let mut records = Vec::new();
+        let mut ids = Vec::new();
         for entry in entries {
             let entry = entry.map_err(io_err(format!("cannot read {}", dir.display())))?;
-            let id = entry.file_name().to_string_lossy().into_owned();
-            match self.load(&id) {
-                Ok(record) => records.push(record),
-                Err(StateError::NotFound(_)) => continue,
-                Err(e) => return Err(e),
-            }
+            ids.push(entry.file_name().to_string_lossy().into_owned());
         }
-        records.sort_by_key(|r| r.created);
-        Ok(records)
+        Ok(ids)
     }
 
     pub fn load(&self, id: &str) -> Result<ContainerRecord, StateError> {
@@ -139,8 +157,10 @@ impl StateStore {
     }
 
     /// Finds a container by full id, name, or unique id prefix (docker's rules, in that order).
+    /// A container whose record is unreadable is found by id or id prefix and reported as
+    /// [`StateError::Corrupt`].
     pub fn resolve(&self, reference: &str) -> Result<ContainerRecord, StateError> {
-        let records = self.list()?;
+        let (records, broken) = self.list_checked()?;
         if let Some(r) = records.iter().find(|r| r.id == reference) {
             return Ok(r.clone());
         }
@@ -148,20 +168,24 @@ impl StateStore {
             return Ok(r.clone());
         }
         let is_hex = !reference.is_empty() && reference.bytes().all(|b| b.is_ascii_hexdigit());
-        let matches: Vec<&ContainerRecord> = if is_hex {
-            records
-                .iter()
-                .filter(|r| r.id.starts_with(reference))
-                .collect()
-        } else {
-            Vec::new()
-        };
-        match matches.as_slice() {
-            [one] => Ok((*one).clone()),
-            [] => Err(StateError::NotFound(reference.to_string())),
-            many => Err(StateError::Ambiguous {
+        if !is_hex {
+            return Err(StateError::NotFound(reference.to_string()));
+        }
+        let matches: Vec<&ContainerRecord> = records
+            .iter()
+            .filter(|r| r.id.starts_with(reference))
+            .collect();
+        let broken_matches: Vec<StateError> = broken
+            .into_iter()
+            .filter(|e| matches!(e, StateError::Corrupt { id, .. } if id.starts_with(reference)))
+            .collect();
+        match (matches.as_slice(), broken_matches.len()) {
+            ([one], 0) => Ok((*one).clone()),
+            ([], 1) => Err(broken_matches.into_iter().next().expect("one")),
+            ([], 0) => Err(StateError::NotFound(reference.to_string())),
+            (many, b) => Err(StateError::Ambiguous {
                 reference: reference.to_string(),
-                count: many.len(),
+                count: many.len() + b,
             }),
         }
     }
@@ -223,6 +247,8 @@ mod tests {
             finished_at: None,
             exit_code: None,
             oom_killed: false,
+            owner_pid: None,
+            owner_start_time: None,
             auto_remove: false,
         }
     }

@@ -55,6 +55,13 @@ pub struct ContainerRecord {
     /// The kernel's OOM killer killed a process of the container during its last run.
     #[serde(default)]
     pub oom_killed: bool,
+    /// The carton process that waits for the running container and records its end: the
+    /// foreground `run`, or the detached container's supervisor. With its start time, as for
+    /// `pid`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_pid: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_start_time: Option<u64>,
     /// `--rm`: remove the container when it exits.
     #[serde(default)]
     pub auto_remove: bool,
@@ -73,6 +80,14 @@ impl ContainerRecord {
         }
     }
 
+    /// True while the process that owns the running container is alive.
+    pub fn owner_alive(&self) -> bool {
+        match (self.owner_pid, self.owner_start_time) {
+            (Some(pid), Some(start)) => process_start_time(pid) == Some(start),
+            _ => false,
+        }
+    }
+
     /// Brings a record whose process vanished (its owner was killed, the machine rebooted) in line
     /// with reality. Returns true when the record changed and should be saved.
     pub fn reconcile(&mut self) -> bool {
@@ -80,6 +95,8 @@ impl ContainerRecord {
             self.status = Status::Exited;
             self.pid = None;
             self.pid_start_time = None;
+            self.owner_pid = None;
+            self.owner_start_time = None;
             if self.exit_code.is_none() {
                 // The exit status was lost with the process that should have collected it;
                 // 255 is what docker reports for a container whose state it could not recover.
@@ -127,6 +144,8 @@ mod tests {
             finished_at: None,
             exit_code: None,
             oom_killed: false,
+            owner_pid: None,
+            owner_start_time: None,
             auto_remove: false,
         }
     }
