@@ -192,3 +192,43 @@ pub fn has_controller(controller: &str) -> bool {
         None => false,
     }
 }
+
+/// Best-effort clean-up of cgroup directories a container left behind (after they were reported):
+/// kills the processes in them, then removes them, children first.
+pub fn kill_and_remove(dirs: &[PathBuf]) {
+    for dir in dirs {
+        let mut tree: Vec<PathBuf> = Vec::new();
+        let mut stack = vec![dir.clone()];
+        while let Some(d) = stack.pop() {
+            if let Ok(entries) = std::fs::read_dir(&d) {
+                stack.extend(
+                    entries
+                        .filter_map(Result::ok)
+                        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                        .map(|e| e.path()),
+                );
+            }
+            tree.push(d);
+        }
+        for d in &tree {
+            let procs = std::fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default();
+            for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+        // Deepest first; killed processes take a moment to leave the cgroup.
+        tree.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        for d in &tree {
+            while std::fs::remove_dir(d).is_err()
+                && d.exists()
+                && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        }
+    }
+}

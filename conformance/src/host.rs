@@ -197,6 +197,194 @@ pub fn container_init_pid(carton: i32, timeout: Duration) -> Option<i32> {
     }
 }
 
+/// A process identified by its pid *and* its start time (clock ticks since boot, field 22 of
+/// /proc/<pid>/stat), so that a recycled pid is never mistaken for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Process {
+    pub pid: i32,
+    pub start_time: u64,
+}
+
+/// Fields of /proc/<pid>/stat after the `(comm)` field: index 0 is the state (field 3).
+fn stat_fields(pid: i32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // comm may hold spaces and parentheses: the fields start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    Some(rest.split_whitespace().map(String::from).collect())
+}
+
+impl Process {
+    /// The process that has `pid` now, if any.
+    pub fn of(pid: i32) -> Option<Process> {
+        if pid <= 0 {
+            return None;
+        }
+        let start_time = stat_fields(pid)?.get(19)?.parse().ok()?;
+        Some(Process { pid, start_time })
+    }
+
+    /// The process's state letter (`R`, `S`, `Z`…) while it (this very process) exists.
+    fn state(&self) -> Option<char> {
+        let fields = stat_fields(self.pid)?;
+        let start: u64 = fields.get(19)?.parse().ok()?;
+        (start == self.start_time).then(|| fields[0].chars().next())?
+    }
+
+    /// True while the process exists and is not a zombie (a zombie has exited: only its
+    /// parent's `wait` is missing).
+    pub fn is_alive(&self) -> bool {
+        matches!(self.state(), Some(s) if s != 'Z' && s != 'X')
+    }
+
+    /// True while the pid still names this process, zombie or not (false once it was reaped).
+    pub fn exists(&self) -> bool {
+        self.state().is_some()
+    }
+
+    /// Its parent process, while it is alive.
+    pub fn parent(&self) -> Option<Process> {
+        let fields = stat_fields(self.pid)?;
+        let start: u64 = fields.get(19)?.parse().ok()?;
+        if start != self.start_time {
+            return None;
+        }
+        Process::of(fields.get(1)?.parse().ok()?)
+    }
+
+    /// Its command line, arguments joined by spaces (empty for zombies and kernel threads).
+    pub fn cmdline(&self) -> String {
+        std::fs::read(format!("/proc/{}/cmdline", self.pid))
+            .map(|raw| {
+                raw.split(|b| *b == 0)
+                    .filter(|a| !a.is_empty())
+                    .map(|a| String::from_utf8_lossy(a).into_owned())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_default()
+    }
+
+    /// The NSpid line: its pid in each pid namespace, outermost first.
+    pub fn nspids(&self) -> Vec<i32> {
+        if !self.exists() {
+            return Vec::new();
+        }
+        proc_info(self.pid).map(|i| i.nspid).unwrap_or_default()
+    }
+
+    /// `readlink /proc/<pid>/ns/<ns>`, e.g. `pid:[4026532201]`.
+    pub fn ns_link(&self, ns: &str) -> Option<String> {
+        let link = std::fs::read_link(format!("/proc/{}/ns/{ns}", self.pid)).ok()?;
+        self.exists().then(|| link.to_string_lossy().into_owned())
+    }
+
+    /// /proc/<pid>/cgroup as the test process sees it.
+    pub fn cgroup(&self) -> Option<String> {
+        let text = std::fs::read_to_string(format!("/proc/{}/cgroup", self.pid)).ok()?;
+        self.exists().then_some(text)
+    }
+
+    /// Sends `sig` if the process is still this one (never to a recycled pid).
+    pub fn signal(&self, sig: nix::sys::signal::Signal) -> bool {
+        self.exists() && nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid), sig).is_ok()
+    }
+
+    /// Waits up to `timeout` until the process is gone for good (reaped). True if it is.
+    pub fn wait_reaped(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while self.exists() {
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        true
+    }
+
+    /// Waits up to `timeout` until the process has exited (zombie or reaped). True if it has.
+    pub fn wait_dead(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while self.is_alive() {
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        true
+    }
+}
+
+impl std::fmt::Display for Process {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "pid {} ({})", self.pid, self.cmdline())
+    }
+}
+
+/// Live (non-zombie) processes other than the test process itself that hold on to any of
+/// `paths` — through their command line, their working directory, their root directory or an
+/// open file descriptor — or whose command line mentions one of `words` (container ids).
+/// Each entry is the process and the reason, for a readable report.
+///
+/// This is how the suites find leaked carton processes (supervisors, stuck CLIs) of one
+/// fixture: every such process was started with that fixture's `--root` on its command line,
+/// or keeps a file of it open (the container log), or names a container id. Container
+/// processes themselves live in another mount namespace; they are found through their cgroup
+/// (see `cgroup::existing_dirs`) and their recorded pids instead.
+pub fn processes_referencing(paths: &[&Path], words: &[&str]) -> Vec<(Process, String)> {
+    let me = std::process::id() as i32;
+    let paths: Vec<String> = paths
+        .iter()
+        .map(|p| p.to_string_lossy().trim_end_matches('/').to_string())
+        .filter(|p| !p.is_empty())
+        .collect();
+    let under = |target: &Path| -> Option<String> {
+        let t = target.to_string_lossy();
+        paths
+            .iter()
+            .find(|p| t == p.as_str() || t.starts_with(&format!("{p}/")))
+            .map(|_| t.into_owned())
+    };
+    let mut found = Vec::new();
+    for pid in all_pids() {
+        if pid == me {
+            continue;
+        }
+        let Some(process) = Process::of(pid) else {
+            continue;
+        };
+        if !process.is_alive() {
+            continue;
+        }
+        let cmdline = process.cmdline();
+        let reason = if let Some(p) = paths.iter().find(|p| cmdline.contains(p.as_str())) {
+            Some(format!("command line mentions {p}"))
+        } else if let Some(w) = words.iter().find(|w| !w.is_empty() && cmdline.contains(*w)) {
+            Some(format!("command line mentions {w}"))
+        } else {
+            ["cwd", "root"]
+                .iter()
+                .find_map(|link| {
+                    let target = std::fs::read_link(format!("/proc/{pid}/{link}")).ok()?;
+                    under(&target).map(|t| format!("{link} is {t}"))
+                })
+                .or_else(|| {
+                    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+                    fds.filter_map(Result::ok).find_map(|fd| {
+                        let target = std::fs::read_link(fd.path()).ok()?;
+                        under(&target)
+                            .map(|t| format!("fd {} is {t}", fd.file_name().to_string_lossy()))
+                    })
+                })
+        };
+        if let Some(reason) = reason {
+            if process.is_alive() {
+                found.push((process, reason));
+            }
+        }
+    }
+    found
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

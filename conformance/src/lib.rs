@@ -12,10 +12,14 @@
 //!
 //! Modules: [`host`] (mount table, namespaces, processes, hashing), [`snapshot`] (directory trees
 //! for "byte-identical" assertions), [`tarball`] (hand-written tar archives, hostile ones
-//! included), [`pty`] (pseudo-terminals for `-t`), [`rootfs`] (the busybox rootfs tarball).
+//! included), [`pty`] (pseudo-terminals for `-t`), [`rootfs`] (the busybox rootfs tarball),
+//! [`containers`] (detached containers: `run -d`, `inspect`, `ps` rows, the json log, the
+//! supervisor, file handshakes with a container).
 
 pub mod cgroup;
+pub mod containers;
 pub mod host;
+pub mod netns;
 pub mod pty;
 pub mod rootfs;
 pub mod snapshot;
@@ -111,6 +115,8 @@ pub fn unmet_prerequisite() -> Option<String> {
 /// Layout: `<tmp>/carton-conf-XXXX/root` is the `--root` (created by carton itself),
 /// `<tmp>/carton-conf-XXXX/work` is scratch space for tarballs, volumes, env files.
 pub struct Carton {
+    /// The network namespace that plays the host for this scenario.
+    netns: netns::TestNetns,
     base: PathBuf,
     root: PathBuf,
     work: PathBuf,
@@ -142,7 +148,9 @@ impl Carton {
             .expect("chmod base dir");
         let work = base.join("work");
         std::fs::create_dir(&work).expect("create scratch dir");
+        let netns = netns::TestNetns::new().expect("create the scenario's network namespace");
         Some(Carton {
+            netns,
             root: base.join("root"),
             base,
             work,
@@ -195,8 +203,14 @@ impl Carton {
     /// `carton --root <root>`, with a deadline of [`DEADLINE`] and stdin at EOF.
     pub fn cmd(&self) -> CartonCmd {
         let mut cmd = CartonCmd::new(&self.bin);
+        cmd.netns = Some(self.netns.clone());
         cmd.arg("--root").arg(&self.root);
         cmd
+    }
+
+    /// The network namespace that plays the host for this scenario (every `cmd()` runs in it).
+    pub fn netns(&self) -> &netns::TestNetns {
+        &self.netns
     }
 
     /// `carton --root <root> run <args…>`.
@@ -322,8 +336,10 @@ impl Carton {
     }
 
     /// Ends the scenario: removes every container (`rm -f`), then fails the test if carton still
-    /// lists a container, if `<root>/containers/` is not empty, or if a mount mentions this
-    /// test's directories. Leftover mounts are detached either way.
+    /// lists a container, if `<root>/containers/` is not empty, if a container's cgroup is left,
+    /// if a mount mentions this test's directories, or if a process of this test is still alive
+    /// (a supervisor or CLI holding the root: see [`host::processes_referencing`]). Leftover
+    /// mounts are detached, leftover processes (and those of leftover cgroups) killed, either way.
     #[track_caller]
     pub fn finish(mut self) {
         let problems = self.clean_up();
@@ -339,6 +355,7 @@ impl Carton {
     /// Removes containers and leftover mounts; returns what went wrong, for a report.
     fn clean_up(&mut self) -> Vec<String> {
         let mut problems = Vec::new();
+        let mut listed_ids = Vec::new();
         if self.root.exists() {
             let ps = |ct: &Carton| -> Result<Vec<String>, String> {
                 let out = ct.cmd().args(["ps", "-aq", "--no-trunc"]).try_output()?;
@@ -357,6 +374,7 @@ impl Carton {
                     .collect())
             };
             let listed = ps(self).unwrap_or_default();
+            listed_ids.clone_from(&listed);
             match ps(self) {
                 Err(e) => problems.push(e),
                 Ok(ids) if ids.is_empty() => {}
@@ -384,6 +402,7 @@ impl Carton {
                 let left = cgroup::existing_dirs(id);
                 if !left.is_empty() {
                     problems.push(format!("cgroup of container {id} left behind: {left:?}"));
+                    cgroup::kill_and_remove(&left);
                 }
             }
             let dirs = self.container_dirs();
@@ -392,6 +411,32 @@ impl Carton {
                     "{}/containers still holds {dirs:?}",
                     self.root.display()
                 ));
+            }
+        }
+        // Processes still holding on to this test's files (a supervisor that outlived its
+        // container, a stuck command): given a grace period, since a supervisor may still be on
+        // its way out after removing an `--rm` container.
+        let mut ids = self.container_dirs();
+        ids.extend(listed_ids);
+        ids.sort();
+        ids.dedup();
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut left = self.processes_left(&ids);
+        while !left.is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+            left = self.processes_left(&ids);
+        }
+        if !left.is_empty() {
+            problems.push(format!(
+                "processes of this test still alive (killed now):\n    {}",
+                left.iter()
+                    .map(|(p, why)| format!("{p}: {why}"))
+                    .collect::<Vec<_>>()
+                    .join("\n    ")
+            ));
+            for (process, _) in &left {
+                process.signal(nix::sys::signal::Signal::SIGKILL);
             }
         }
         let mounts = self.leaked_mounts();
@@ -440,6 +485,8 @@ impl Drop for Carton {
 /// child is killed at the deadline and its output is read without waiting for grandchildren that
 /// might hold the pipes open.
 pub struct CartonCmd {
+    /// The namespace the command runs in (the fixture's "host").
+    netns: Option<netns::TestNetns>,
     program: PathBuf,
     args: Vec<OsString>,
     envs: Vec<(OsString, Option<OsString>)>,
@@ -451,6 +498,7 @@ impl CartonCmd {
     /// A command running `program`; see [`Carton::cmd`] for one with `--root`.
     pub fn new(program: impl AsRef<Path>) -> CartonCmd {
         CartonCmd {
+            netns: None,
             program: program.as_ref().to_path_buf(),
             args: Vec::new(),
             envs: Vec::new(),
@@ -523,6 +571,9 @@ impl CartonCmd {
     pub fn to_std(&self) -> Command {
         let mut cmd = Command::new(&self.program);
         cmd.args(&self.args);
+        if let Some(netns) = &self.netns {
+            netns.apply(&mut cmd);
+        }
         for (key, value) in &self.envs {
             match value {
                 Some(v) => cmd.env(key, v),

@@ -14,5 +14,6 @@ pub mod cli;
 pub mod container;
 pub mod engine;
 pub mod image;
+pub mod network;
 pub mod state;
 pub mod storage;

@@ -10,6 +10,7 @@ mod lifecycle;
 mod limits;
 mod logging;
 mod logs;
+mod network;
 mod ps;
 mod rm;
 mod run;
@@ -80,6 +81,8 @@ enum Command {
     Stats(stats::StatsArgs),
     /// Change the resource limits of containers.
     Update(update::UpdateArgs),
+    /// Manage bridge networks.
+    Network(network::NetworkArgs),
 }
 
 /// Parses the command line, runs the command, returns the process exit code.
@@ -116,6 +119,7 @@ pub fn main() -> i32 {
         Command::Inspect(args) => inspect::inspect(&root, args),
         Command::Stats(args) => stats::stats(&root, args),
         Command::Update(args) => update::update(&root, args),
+        Command::Network(args) => network::network(&root, args),
     };
     match result {
         Ok(code) => code,

@@ -56,7 +56,7 @@ pub fn ps(root: &Path, args: PsArgs) -> anyhow::Result<()> {
                 },
                 format!("{} ago", human_duration(r.created.elapsed())),
                 status(r),
-                String::new(),
+                ports(r),
                 r.name.clone(),
             ]
         })
@@ -77,6 +77,21 @@ pub fn ps(root: &Path, args: PsArgs) -> anyhow::Result<()> {
         )
     );
     Ok(())
+}
+
+/// docker's PORTS column: the published ports of a running container.
+fn ports(r: &ContainerRecord) -> String {
+    r.attachment
+        .as_ref()
+        .filter(|_| r.status == Status::Running)
+        .map(|a| {
+            a.ports
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default()
 }
 
 /// docker's STATUS column: "Up 3 seconds", "Exited (0) 5 seconds ago", "Created".

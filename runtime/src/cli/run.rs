@@ -7,7 +7,10 @@ use clap::Args;
 
 use super::limits::LimitArgs;
 use crate::container::limits::HostFacts;
-use crate::container::{self, CreateRequest, NetworkMode, RunMode, Volume, options};
+use crate::container::{
+    self, ContainerError, CreateRequest, NetworkMode, RunMode, Volume, options,
+};
+use crate::network::PortSpec;
 use crate::state::StateStore;
 
 #[derive(Debug, Args)]
@@ -50,9 +53,12 @@ pub struct RunArgs {
     /// Bind mount a host directory: SRC:DST[:ro|rw].
     #[arg(short, long = "volume", value_name = "SRC:DST[:MODE]")]
     pub volume: Vec<String>,
-    /// Network: none (only loopback) or host.
-    #[arg(long, alias = "net", default_value = "none")]
+    /// Network: a bridge network's name (default: bridge), none (only loopback) or host.
+    #[arg(long, alias = "net", default_value = "bridge")]
     pub network: String,
+    /// Publish a container port: [IP:][HOST:]CONTAINER[/tcp|udp].
+    #[arg(short, long = "publish", value_name = "PORTS")]
+    pub publish: Vec<String>,
     #[command(flatten)]
     pub limits: LimitArgs,
     /// Image name, id or id prefix.
@@ -109,5 +115,10 @@ fn request_from(args: &RunArgs) -> anyhow::Result<CreateRequest> {
         terminal: args.tty,
         auto_remove: args.rm,
         resources: args.limits.flags().to_resources(&HostFacts::read())?,
+        publish: args
+            .publish
+            .iter()
+            .map(|p| PortSpec::parse(p).map_err(ContainerError::InvalidInput))
+            .collect::<Result<_, _>>()?,
     })
 }

@@ -30,6 +30,8 @@ pub struct CreateRequest {
     pub auto_remove: bool,
     /// Cgroup limits (checked by [`super::limits`]).
     pub resources: Resources,
+    /// `-p`: ports published on a bridge network.
+    pub publish: Vec<crate::network::PortSpec>,
 }
 
 /// A container ready to start.
@@ -81,6 +83,18 @@ pub fn create(states: &StateStore, request: &CreateRequest) -> Result<Created, C
 
     if let Some(hostname) = &request.hostname {
         validate_hostname(hostname)?;
+    }
+    match &request.network {
+        NetworkMode::Bridge(name) if name != crate::network::DEFAULT_NETWORK => {
+            crate::network::manage::get(states.root(), name)?;
+        }
+        NetworkMode::None | NetworkMode::Host if !request.publish.is_empty() => {
+            return Err(ContainerError::InvalidInput(format!(
+                "publishing ports needs a bridge network, not --network {}",
+                request.network.as_str()
+            )));
+        }
+        _ => {}
     }
     let layout = Layout::detect();
     if layout == Layout::None && !request.resources.is_empty() {
@@ -171,6 +185,9 @@ fn reserve(
         owner_pid: None,
         owner_start_time: None,
         auto_remove: request.auto_remove,
+        network: request.network.as_str().to_string(),
+        publish: request.publish.clone(),
+        attachment: None,
     };
     states.save(&record)?;
     Ok((record, bundle))
@@ -194,7 +211,7 @@ fn populate(
         .hostname
         .clone()
         .unwrap_or_else(|| record.short_id().to_string());
-    let etc = etc_files::write(bundle, &hostname, request.network)
+    let etc = etc_files::write(bundle, &hostname, &request.network)
         .map_err(ContainerError::io("write /etc files"))?;
     let env = spec::compose_env(
         &config.env().clone().unwrap_or_default(),
@@ -210,7 +227,7 @@ fn populate(
         user,
         hostname,
         terminal: request.terminal,
-        network: request.network,
+        network: request.network.clone(),
         volumes: &request.volumes,
         etc_files: &etc,
         rootfs: storage.rootfs_relative(),

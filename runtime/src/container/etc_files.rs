@@ -12,7 +12,7 @@ use super::options::NetworkMode;
 pub fn write(
     dir: &Path,
     hostname: &str,
-    network: NetworkMode,
+    network: &NetworkMode,
 ) -> io::Result<Vec<(PathBuf, &'static str)>> {
     let hostname_file = dir.join("hostname");
     fs::write(&hostname_file, format!("{hostname}\n"))?;
@@ -20,7 +20,7 @@ pub fn write(
     let hosts_file = dir.join("hosts");
     let hosts = match network {
         NetworkMode::Host => fs::read_to_string("/etc/hosts").unwrap_or_else(|_| default_hosts()),
-        NetworkMode::None => default_hosts(),
+        _ => default_hosts(),
     };
     fs::write(&hosts_file, hosts)?;
 
@@ -29,7 +29,7 @@ pub fn write(
     let resolv = match network {
         // Same network stack: the host's resolvers, loopback ones included, all work.
         NetworkMode::Host => host_resolv,
-        NetworkMode::None => without_loopback_nameservers(&host_resolv),
+        _ => without_loopback_nameservers(&host_resolv),
     };
     fs::write(&resolv_file, resolv)?;
 
@@ -38,6 +38,24 @@ pub fn write(
         (hosts_file, "/etc/hosts"),
         (resolv_file, "/etc/resolv.conf"),
     ])
+}
+
+/// Rewrites /etc/hosts for a container that got `address` on a bridge network: its host name,
+/// name and short id resolve to it (the file is bind-mounted, so the running container sees
+/// the new content).
+pub fn write_hosts_with_address(
+    dir: &Path,
+    address: std::net::Ipv4Addr,
+    names: &[&str],
+) -> io::Result<()> {
+    let mut unique: Vec<&str> = Vec::new();
+    for name in names {
+        if !name.is_empty() && !unique.contains(name) {
+            unique.push(name);
+        }
+    }
+    let text = format!("{}{address}\t{}\n", default_hosts(), unique.join(" "));
+    crate::state::write_atomic(&dir.join("hosts"), text.as_bytes())
 }
 
 fn default_hosts() -> String {
@@ -81,7 +99,7 @@ mod tests {
     #[test]
     fn files_are_written() {
         let dir = tempfile::tempdir().unwrap();
-        let files = write(dir.path(), "box1", NetworkMode::None).unwrap();
+        let files = write(dir.path(), "box1", &NetworkMode::None).unwrap();
         assert_eq!(files.len(), 3);
         assert_eq!(
             fs::read_to_string(dir.path().join("hostname")).unwrap(),

@@ -20,18 +20,43 @@ pub fn inspect(states: &StateStore, record: &ContainerRecord) -> Result<Value, C
             json!({"Type": "bind", "Source": src, "Destination": dst, "Mode": if ro { "ro" } else { "" }, "RW": !ro})
         })
         .collect();
-    let network_mode = if spec
-        .linux()
-        .as_ref()
-        .and_then(|l| l.namespaces().as_ref())
-        .is_some_and(|ns| {
-            ns.iter()
-                .any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Network)
-        }) {
-        "none"
-    } else {
-        "host"
+    let network_mode = record.network.as_str();
+    let network_settings = match &record.attachment {
+        Some(a) => {
+            let mut ports = serde_json::Map::new();
+            for p in &a.ports {
+                ports.insert(
+                    format!("{}/{}", p.container_port, p.protocol),
+                    json!([{"HostIp": p.host_ip.map_or("0.0.0.0".to_string(), |ip| ip.to_string()), "HostPort": p.host_port.to_string()}]),
+                );
+            }
+            json!({
+                "IPAddress": a.address.to_string(),
+                "IPPrefixLen": a.prefix,
+                "Gateway": a.gateway.to_string(),
+                "Ports": ports,
+                "Networks": {
+                    a.network.clone(): {
+                        "NetworkID": a.network_id,
+                        "IPAddress": a.address.to_string(),
+                        "IPPrefixLen": a.prefix,
+                        "Gateway": a.gateway.to_string(),
+                    }
+                },
+            })
+        }
+        None => json!({"IPAddress": "", "Ports": {}, "Networks": {}}),
     };
+    let port_bindings: serde_json::Map<String, Value> = record
+        .publish
+        .iter()
+        .map(|p| {
+            (
+                format!("{}/{}", p.container_port, p.protocol),
+                json!([{"HostIp": p.host_ip.map(|ip| ip.to_string()).unwrap_or_default(), "HostPort": p.host_port.map(|h| h.to_string()).unwrap_or_default()}]),
+            )
+        })
+        .collect();
     let nano_cpus = match (resources.cpu_quota, resources.cpu_period) {
         (Some(q), Some(p)) if q > 0 && p > 0 => q * 1_000_000_000 / p as i64,
         _ => 0,
@@ -61,6 +86,7 @@ pub fn inspect(states: &StateStore, record: &ContainerRecord) -> Result<Value, C
         "HostConfig": {
             "Binds": binds,
             "NetworkMode": network_mode,
+            "PortBindings": port_bindings,
             "AutoRemove": record.auto_remove,
             "Memory": resources.memory.unwrap_or(0),
             "MemorySwap": resources.memory_swap.unwrap_or(0),
@@ -83,7 +109,8 @@ pub fn inspect(states: &StateStore, record: &ContainerRecord) -> Result<Value, C
             "Image": record.image,
             "WorkingDir": process.cwd(),
         },
-        "NetworkSettings": {},
+        "NetworkSettings": network_settings,
+        "LogPath": super::logs::log_path(&states.container_dir(&record.id)),
     }))
 }
 

@@ -128,6 +128,7 @@ pub(crate) fn settle(states: &StateStore, record: &ContainerRecord) -> Result<()
             if fresh.reconcile() {
                 states.save(&fresh)?;
                 remove::remove_cgroup(&fresh.id)?;
+                crate::network::detach_all(states.root(), &fresh.id)?;
             }
             return Ok(());
         }

@@ -75,6 +75,8 @@ pub enum ContainerError {
     Storage(#[from] crate::storage::StorageError),
     #[error(transparent)]
     Cgroup(#[from] crate::cgroups::CgroupError),
+    #[error(transparent)]
+    Network(#[from] crate::network::NetworkError),
     #[error("{context}: {source}")]
     Io {
         context: String,

@@ -138,12 +138,14 @@ fn clean(path: &Path) -> PathBuf {
 }
 
 /// `--network`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NetworkMode {
     /// A network namespace with only `lo`.
     None,
     /// The host's network namespace.
     Host,
+    /// A bridge network by name (`bridge` is the default one).
+    Bridge(String),
 }
 
 impl NetworkMode {
@@ -151,10 +153,28 @@ impl NetworkMode {
         match value {
             "none" => Ok(NetworkMode::None),
             "host" => Ok(NetworkMode::Host),
-            other => Err(ContainerError::InvalidInput(format!(
-                "network {other:?} not found: only \"none\" and \"host\" exist (bridge networks are not implemented yet)"
+            "" => Err(ContainerError::InvalidInput(
+                "--network needs a value".into(),
+            )),
+            other if other.contains(':') => Err(ContainerError::InvalidInput(format!(
+                "network mode {other:?} is not supported: use none, host or a network name"
             ))),
+            name => Ok(NetworkMode::Bridge(name.to_string())),
         }
+    }
+
+    /// How it is recorded: "none", "host" or the network's name.
+    pub fn as_str(&self) -> &str {
+        match self {
+            NetworkMode::None => "none",
+            NetworkMode::Host => "host",
+            NetworkMode::Bridge(name) => name,
+        }
+    }
+
+    /// Whether the container gets a network namespace of its own.
+    pub fn isolated(&self) -> bool {
+        !matches!(self, NetworkMode::Host)
     }
 }
 
@@ -223,6 +243,12 @@ mod tests {
     fn network_modes() {
         assert_eq!(NetworkMode::parse("none").unwrap(), NetworkMode::None);
         assert_eq!(NetworkMode::parse("host").unwrap(), NetworkMode::Host);
-        assert!(NetworkMode::parse("bridge").is_err());
+        assert_eq!(
+            NetworkMode::parse("bridge").unwrap(),
+            NetworkMode::Bridge("bridge".into())
+        );
+        assert_eq!(NetworkMode::parse("web").unwrap().as_str(), "web");
+        assert!(NetworkMode::parse("container:abc").is_err());
+        assert!(NetworkMode::parse("").is_err());
     }
 }

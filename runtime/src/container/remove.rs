@@ -52,6 +52,9 @@ fn catch_up(
                 if let Err(e) = remove_cgroup(&fresh.id) {
                     log::warn!("container {}: {e}", fresh.short_id());
                 }
+                if let Err(e) = crate::network::detach_all(states.root(), &fresh.id) {
+                    log::warn!("container {}: {e}", fresh.short_id());
+                }
             }
             return Ok(fresh);
         }
@@ -74,6 +77,7 @@ pub fn remove(states: &StateStore, reference: &str, force: bool) -> Result<(), C
         Err(StateError::Corrupt { id, .. }) if force => {
             kill_cgroup_members(&id);
             remove_cgroup(&id)?;
+            crate::network::detach_all(states.root(), &id)?;
             let _lock = states.global_lock()?;
             states.remove_dir(&id)?;
             return Ok(());
@@ -102,6 +106,7 @@ pub fn remove(states: &StateStore, reference: &str, force: bool) -> Result<(), C
     settle(states, &record)?;
     kill_cgroup_members(&record.id);
     remove_cgroup(&record.id)?;
+    crate::network::detach_all(states.root(), &record.id)?;
     let _lock = states.global_lock()?;
     states.remove_dir(&record.id)?;
     Ok(())

@@ -7,11 +7,12 @@ use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
 use serde::{Deserialize, Serialize};
 
-use super::ContainerError;
 use super::create::Created;
 use super::logs::{self, JsonLogWriter};
+use super::{ContainerError, NetworkMode, etc_files};
 use crate::cgroups::CgroupManager;
 use crate::engine::{self, Attach, EngineError, ExitStatus, Started, Stdio, ToCartonStdio};
+use crate::network;
 use crate::state::{ContainerRecord, StateStore, Status, Timestamp, process_start_time};
 
 /// How the user is attached to a container.
@@ -108,6 +109,7 @@ enum StartReport {
 /// The supervisor's life; never returns.
 fn supervise(states: &StateStore, created: Created, mode: RunMode, mut status: std::fs::File) -> ! {
     detach_stdio(&created.bundle);
+    close_inherited_fds(std::os::fd::AsRawFd::as_raw_fd(&status));
     let stdio = if mode.terminal {
         Stdio::Terminal
     } else {
@@ -177,6 +179,19 @@ fn detach_stdio(bundle: &std::path::Path) {
     }
 }
 
+/// The supervisor lives as long as its container: it must not keep open whatever the shell or
+/// script that ran `run -d` handed down (a pipe someone reads to its end, a lock, a socket).
+/// Everything above stdio goes, but the status pipe.
+fn close_inherited_fds(keep: RawFd) {
+    // SAFETY: close_range on our own descriptor table; `keep` is excluded.
+    unsafe {
+        if keep > 3 {
+            libc::syscall(libc::SYS_close_range, 3u32, (keep - 1) as u32, 0u32);
+        }
+        libc::syscall(libc::SYS_close_range, (keep + 1) as u32, u32::MAX, 0u32);
+    }
+}
+
 fn status_pipe() -> Result<(std::fs::File, std::fs::File), ContainerError> {
     let mut fds = [0 as RawFd; 2];
     // SAFETY: pipe2 writes two fds on success.
@@ -192,12 +207,17 @@ fn status_pipe() -> Result<(std::fs::File, std::fs::File), ContainerError> {
 
 /// Starts the container through the engine; the record says "running", with this process as
 /// its owner, before the user's process can print anything — so whoever sees its output and
-/// then runs `ps` sees it running.
+/// then runs `ps` sees it running. On a bridge network the address and ports are reserved
+/// before the clone, and the veth is configured while the init prepares its rootfs.
 fn launch(states: &StateStore, created: &Created, stdio: Stdio) -> Result<Started, ContainerError> {
     let id = created.record.id.clone();
+    let attachment = connect(states, created)?;
     let me = std::process::id() as i32;
-    let mut mark_running = |pid: nix::unistd::Pid| {
+    let mut host_setup = |pid: nix::unistd::Pid| {
         let pid = pid.as_raw();
+        if let Some(attachment) = &attachment {
+            network::configure_inside(attachment, pid).map_err(|e| e.to_string())?;
+        }
         // The record may be gone if `rm -f` raced us; the container still runs to its end.
         let _ = states.update(&id, |r| {
             r.status = Status::Running;
@@ -209,12 +229,14 @@ fn launch(states: &StateStore, created: &Created, stdio: Stdio) -> Result<Starte
             r.finished_at = None;
             r.exit_code = None;
             r.oom_killed = false;
+            r.attachment = attachment.clone();
         });
         Ok(())
     };
-    match engine::start(&created.spec, &created.bundle, stdio, &mut mark_running) {
+    match engine::start(&created.spec, &created.bundle, stdio, &mut host_setup) {
         Ok(started) => Ok(started),
         Err(e) => {
+            disconnect(states, &created.record);
             if created.record.auto_remove {
                 let _ = states.remove_dir(&id);
             } else {
@@ -230,9 +252,49 @@ fn launch(states: &StateStore, created: &Created, stdio: Stdio) -> Result<Starte
                     r.started_at = previous.started_at;
                     r.finished_at = previous.finished_at;
                     r.exit_code = previous.exit_code;
+                    r.attachment = None;
                 });
             }
             Err(e.into())
+        }
+    }
+}
+
+/// Reserves the container's place on its bridge network, if it has one, and gives its
+/// /etc/hosts the address.
+fn connect(
+    states: &StateStore,
+    created: &Created,
+) -> Result<Option<network::Attachment>, ContainerError> {
+    let record = &created.record;
+    let NetworkMode::Bridge(name) = NetworkMode::parse(&record.network)? else {
+        return Ok(None);
+    };
+    let attachment = network::attach(
+        states.root(),
+        &name,
+        &record.id,
+        &record.name,
+        &record.publish,
+    )?;
+    let hostname = created.spec.hostname().clone().unwrap_or_default();
+    let written = etc_files::write_hosts_with_address(
+        &created.bundle,
+        attachment.address,
+        &[&hostname, &record.name, record.short_id()],
+    );
+    if let Err(e) = written {
+        let _ = network::detach(states.root(), &name, &record.id);
+        return Err(ContainerError::io("write /etc/hosts")(e));
+    }
+    Ok(Some(attachment))
+}
+
+/// Releases the container's network resources (nothing for none/host).
+fn disconnect(states: &StateStore, record: &ContainerRecord) {
+    if let Ok(NetworkMode::Bridge(name)) = NetworkMode::parse(&record.network) {
+        if let Err(e) = network::detach(states.root(), &name, &record.id) {
+            log::warn!("container {}: {e}", record.short_id());
         }
     }
 }
@@ -253,6 +315,7 @@ fn finalize(
         .as_ref()
         .is_some_and(|c| c.oom_kills().is_ok_and(|n| n > 0));
     let cleanup = cgroup.map(|c| c.destroy()).transpose();
+    disconnect(states, record);
     if record.auto_remove {
         states.remove_dir(&record.id)?;
     } else {
@@ -265,6 +328,7 @@ fn finalize(
             r.exit_code = Some(code);
             r.oom_killed = oom_killed;
             r.finished_at = Some(Timestamp::now());
+            r.attachment = None;
         });
     }
     if let Err(e) = cleanup {

@@ -101,7 +101,7 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, ContainerError> {
         LinuxNamespaceType::Uts,
         LinuxNamespaceType::Mount,
     ];
-    if input.network == NetworkMode::None {
+    if input.network.isolated() {
         namespaces.push(LinuxNamespaceType::Network);
     }
     if input.cgroup.as_ref().is_some_and(|c| c.namespace) {

@@ -250,6 +250,9 @@ mod tests {
             owner_pid: None,
             owner_start_time: None,
             auto_remove: false,
+            network: "none".into(),
+            publish: Vec::new(),
+            attachment: None,
         }
     }
 

@@ -65,6 +65,19 @@ pub struct ContainerRecord {
     /// `--rm`: remove the container when it exits.
     #[serde(default)]
     pub auto_remove: bool,
+    /// `--network`: "none", "host", or the name of a bridge network.
+    #[serde(default = "default_network")]
+    pub network: String,
+    /// `-p` as asked for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub publish: Vec<crate::network::PortSpec>,
+    /// Address and ports on the bridge network while the container runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attachment: Option<crate::network::Attachment>,
+}
+
+fn default_network() -> String {
+    "none".to_string()
 }
 
 impl ContainerRecord {
@@ -97,6 +110,8 @@ impl ContainerRecord {
             self.pid_start_time = None;
             self.owner_pid = None;
             self.owner_start_time = None;
+            // Its network resources are released by whoever reconciles (`ps`, `rm`).
+            self.attachment = None;
             if self.exit_code.is_none() {
                 // The exit status was lost with the process that should have collected it;
                 // 255 is what docker reports for a container whose state it could not recover.
@@ -147,6 +162,9 @@ mod tests {
             owner_pid: None,
             owner_start_time: None,
             auto_remove: false,
+            network: "none".into(),
+            publish: Vec::new(),
+            attachment: None,
         }
     }
 

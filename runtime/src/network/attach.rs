@@ -1,0 +1,205 @@
+//! Connecting a container to a network and disconnecting it.
+//!
+//! In three steps around the clone: [`attach`] (before it) reserves the address and host ports
+//! under the network lock and makes sure bridge and rules exist; [`configure_inside`] (while the
+//! new init prepares its rootfs) creates the veth pair with `eth0` directly in the container's
+//! network namespace and gives it address and default route; [`detach`] (when the container is
+//! gone, or to roll back) releases all of it. Each step undoes its own partial work on failure.
+
+use std::fs::File;
+use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::netlink::Netlink;
+use super::ports::{self, PortMapping, PortSpec};
+use super::store::{Endpoint, NetworkStore};
+use super::{NetworkError, bridge, firewall};
+
+/// What a running container has on its network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    pub network: String,
+    pub network_id: String,
+    pub bridge: String,
+    pub address: Ipv4Addr,
+    pub gateway: Ipv4Addr,
+    pub prefix: u8,
+    pub host_veth: String,
+    pub ports: Vec<PortMapping>,
+}
+
+/// Reserves an address and the published ports for `container` on `network` (the default
+/// network is created on first use), and makes sure the bridge and the firewall rules exist.
+pub fn attach(
+    root: &Path,
+    network: &str,
+    container: &str,
+    container_name: &str,
+    publish: &[PortSpec],
+) -> Result<Attachment, NetworkError> {
+    let store = NetworkStore::new(root);
+    let _lock = store.lock()?;
+    let mut record = store.get_or_default(network)?;
+    let address = record
+        .allocate(container)
+        .ok_or_else(|| NetworkError::Exhausted(record.name.clone()))?;
+
+    let all = store.list()?;
+    let mut rules: Vec<firewall::NetworkRules> = all.iter().map(|n| n.rules()).collect();
+    let mut mappings = Vec::new();
+    for spec in publish {
+        let host_port = match spec.host_port {
+            Some(port) => port,
+            None => ports::pick_free_port(spec.host_ip, spec.protocol)
+                .map_err(NetworkError::io("pick a free host port"))?,
+        };
+        let taken_by_carton = firewall::port_in_use(&rules, spec.host_ip, host_port, spec.protocol)
+            || mappings
+                .iter()
+                .any(|m: &PortMapping| m.host_port == host_port && m.protocol == spec.protocol);
+        if taken_by_carton || !ports::host_port_free(spec.host_ip, host_port, spec.protocol) {
+            return Err(NetworkError::PortTaken {
+                port: host_port,
+                protocol: spec.protocol,
+            });
+        }
+        mappings.push(PortMapping {
+            host_ip: spec.host_ip,
+            host_port,
+            container_port: spec.container_port,
+            protocol: spec.protocol,
+        });
+    }
+
+    let host_veth = format!("vc{}", &container[..container.len().min(12)]);
+    record.endpoints.insert(
+        container.to_string(),
+        Endpoint {
+            container_name: container_name.to_string(),
+            address,
+            host_veth: host_veth.clone(),
+            ports: mappings.clone(),
+        },
+    );
+    store.save(&record)?;
+
+    let wired = (|| {
+        let created = bridge::ensure(&record)?;
+        if created || !mappings.is_empty() {
+            if let Some(slot) = rules.iter_mut().find(|r| r.bridge == record.bridge) {
+                *slot = record.rules();
+            } else {
+                rules.push(record.rules());
+            }
+            firewall::apply(&rules)?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = wired {
+        record.endpoints.remove(container);
+        let _ = store.save(&record);
+        return Err(e);
+    }
+    Ok(Attachment {
+        network: record.name.clone(),
+        network_id: record.id.clone(),
+        bridge: record.bridge.clone(),
+        address,
+        gateway: record.gateway,
+        prefix: record.subnet.prefix(),
+        host_veth,
+        ports: mappings,
+    })
+}
+
+/// Creates the veth pair (host end on the bridge, `eth0` in the namespace of `pid`) and gives
+/// `eth0` its address and default route.
+pub fn configure_inside(attachment: &Attachment, pid: i32) -> Result<(), NetworkError> {
+    let netns = File::open(format!("/proc/{pid}/ns/net"))
+        .map_err(NetworkError::io("open the container's network namespace"))?;
+    let mut host = Netlink::open().map_err(NetworkError::io("open netlink"))?;
+    let io = |what: &'static str| NetworkError::io(what);
+    host.create_veth(&attachment.host_veth, "eth0", netns.as_raw_fd(), None)
+        .map_err(io("create the veth pair"))?;
+    let result = (|| {
+        let veth = host
+            .link_index(&attachment.host_veth)
+            .map_err(io("look up the veth"))?
+            .ok_or_else(|| NetworkError::Firewall("the host end of the veth vanished".into()))?;
+        let bridge = host
+            .link_index(&attachment.bridge)
+            .map_err(io("look up the bridge"))?
+            .ok_or_else(|| {
+                NetworkError::Firewall(format!("bridge {} vanished", attachment.bridge))
+            })?;
+        host.set_master(veth, bridge)
+            .map_err(io("attach the veth to the bridge"))?;
+        host.set_up(veth).map_err(io("bring the veth up"))?;
+
+        let mut inside =
+            Netlink::open_in(netns.as_raw_fd()).map_err(io("open netlink in the container"))?;
+        let eth0 = inside
+            .link_index("eth0")
+            .map_err(io("look up eth0"))?
+            .ok_or_else(|| NetworkError::Firewall("eth0 missing in the container".into()))?;
+        inside
+            .add_address(eth0, attachment.address, attachment.prefix)
+            .map_err(io("give eth0 its address"))?;
+        inside.set_up(eth0).map_err(io("bring eth0 up"))?;
+        inside
+            .add_default_route(attachment.gateway, eth0)
+            .map_err(io("add the default route"))?;
+        Ok(())
+    })();
+    if result.is_err() {
+        if let Ok(Some(index)) = host.link_index(&attachment.host_veth) {
+            let _ = host.delete_link(index);
+        }
+    }
+    result
+}
+
+/// Releases what `container` holds on `network`: its address, its published ports (rules
+/// rewritten) and its veth if the kernel has not removed it with the namespace already.
+pub fn detach(root: &Path, network: &str, container: &str) -> Result<(), NetworkError> {
+    let store = NetworkStore::new(root);
+    let _lock = store.lock()?;
+    let mut record = match store.get(network) {
+        Ok(r) => r,
+        Err(NetworkError::NotFound(_)) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let Some(endpoint) = record.endpoints.remove(container) else {
+        return Ok(());
+    };
+    store.save(&record)?;
+    if let Ok(mut nl) = Netlink::open() {
+        if let Ok(Some(index)) = nl.link_index(&endpoint.host_veth) {
+            let _ = nl.delete_link(index);
+        }
+    }
+    if !endpoint.ports.is_empty() {
+        let rules: Vec<firewall::NetworkRules> = store.list()?.iter().map(|n| n.rules()).collect();
+        firewall::apply(&rules)?;
+    }
+    Ok(())
+}
+
+/// [`detach`] from every network that still lists `container` (for `rm` and for containers
+/// whose owner died before cleaning up).
+pub fn detach_all(root: &Path, container: &str) -> Result<(), NetworkError> {
+    let store = NetworkStore::new(root);
+    let networks: Vec<String> = store
+        .list()?
+        .into_iter()
+        .filter(|n| n.endpoints.contains_key(container))
+        .map(|n| n.name)
+        .collect();
+    for network in networks {
+        detach(root, &network, container)?;
+    }
+    Ok(())
+}
