@@ -21,6 +21,7 @@ pub mod containers;
 pub mod host;
 pub mod netns;
 pub mod pty;
+pub mod remote;
 pub mod rootfs;
 pub mod snapshot;
 pub mod tarball;

@@ -84,9 +84,13 @@ pub fn create(states: &StateStore, request: &CreateRequest) -> Result<Created, C
     if let Some(hostname) = &request.hostname {
         validate_hostname(hostname)?;
     }
+    // A network given by id or id prefix is recorded by name: `network rm` and `ps` then
+    // recognise the container as its user.
+    let mut request = request.clone();
     match &request.network {
         NetworkMode::Bridge(name) if name != crate::network::DEFAULT_NETWORK => {
-            crate::network::manage::get(states.root(), name)?;
+            let network = crate::network::manage::get(states.root(), name)?;
+            request.network = NetworkMode::Bridge(network.name);
         }
         NetworkMode::None | NetworkMode::Host if !request.publish.is_empty() => {
             return Err(ContainerError::InvalidInput(format!(
@@ -96,6 +100,7 @@ pub fn create(states: &StateStore, request: &CreateRequest) -> Result<Created, C
         }
         _ => {}
     }
+    let request = &request;
     let layout = Layout::detect();
     if layout == Layout::None && !request.resources.is_empty() {
         return Err(cgroups::CgroupError::NoCgroups.into());

@@ -23,11 +23,14 @@ pub fn inspect(states: &StateStore, record: &ContainerRecord) -> Result<Value, C
     let network_mode = record.network.as_str();
     let network_settings = match &record.attachment {
         Some(a) => {
+            // Several host ports may map to one container port: one array per port.
             let mut ports = serde_json::Map::new();
             for p in &a.ports {
-                ports.insert(
+                let binding = json!({"HostIp": p.host_ip.map_or("0.0.0.0".to_string(), |ip| ip.to_string()), "HostPort": p.host_port.to_string()});
+                push_binding(
+                    &mut ports,
                     format!("{}/{}", p.container_port, p.protocol),
-                    json!([{"HostIp": p.host_ip.map_or("0.0.0.0".to_string(), |ip| ip.to_string()), "HostPort": p.host_port.to_string()}]),
+                    binding,
                 );
             }
             json!({
@@ -47,16 +50,15 @@ pub fn inspect(states: &StateStore, record: &ContainerRecord) -> Result<Value, C
         }
         None => json!({"IPAddress": "", "Ports": {}, "Networks": {}}),
     };
-    let port_bindings: serde_json::Map<String, Value> = record
-        .publish
-        .iter()
-        .map(|p| {
-            (
-                format!("{}/{}", p.container_port, p.protocol),
-                json!([{"HostIp": p.host_ip.map(|ip| ip.to_string()).unwrap_or_default(), "HostPort": p.host_port.map(|h| h.to_string()).unwrap_or_default()}]),
-            )
-        })
-        .collect();
+    let mut port_bindings = serde_json::Map::new();
+    for p in &record.publish {
+        let binding = json!({"HostIp": p.host_ip.map(|ip| ip.to_string()).unwrap_or_default(), "HostPort": p.host_port.map(|h| h.to_string()).unwrap_or_default()});
+        push_binding(
+            &mut port_bindings,
+            format!("{}/{}", p.container_port, p.protocol),
+            binding,
+        );
+    }
     let nano_cpus = match (resources.cpu_quota, resources.cpu_period) {
         (Some(q), Some(p)) if q > 0 && p > 0 => q * 1_000_000_000 / p as i64,
         _ => 0,
@@ -112,6 +114,14 @@ pub fn inspect(states: &StateStore, record: &ContainerRecord) -> Result<Value, C
         "NetworkSettings": network_settings,
         "LogPath": super::logs::log_path(&states.container_dir(&record.id)),
     }))
+}
+
+/// Appends a host binding to the array of its container port.
+fn push_binding(map: &mut serde_json::Map<String, Value>, key: String, binding: Value) {
+    match map.entry(key).or_insert_with(|| Value::Array(Vec::new())) {
+        Value::Array(list) => list.push(binding),
+        other => *other = Value::Array(vec![binding]),
+    }
 }
 
 /// The user's volumes: bind mounts other than carton's own /etc files.

@@ -51,16 +51,23 @@ pub fn attach(
     let mut rules: Vec<firewall::NetworkRules> = all.iter().map(|n| n.rules()).collect();
     let mut mappings = Vec::new();
     for spec in publish {
+        // Published ports hold no socket: the kernel alone cannot tell they are taken.
+        let taken_by_carton = |port: u16, mappings: &[PortMapping]| {
+            firewall::port_in_use(&rules, spec.host_ip, port, spec.protocol)
+                || mappings
+                    .iter()
+                    .any(|m| m.host_port == port && m.protocol == spec.protocol)
+        };
         let host_port = match spec.host_port {
             Some(port) => port,
-            None => ports::pick_free_port(spec.host_ip, spec.protocol)
-                .map_err(NetworkError::io("pick a free host port"))?,
+            None => ports::pick_free_port(spec.host_ip, spec.protocol, |port| {
+                taken_by_carton(port, &mappings)
+            })
+            .ok_or_else(|| NetworkError::Port("no free host port left to publish on".into()))?,
         };
-        let taken_by_carton = firewall::port_in_use(&rules, spec.host_ip, host_port, spec.protocol)
-            || mappings
-                .iter()
-                .any(|m: &PortMapping| m.host_port == host_port && m.protocol == spec.protocol);
-        if taken_by_carton || !ports::host_port_free(spec.host_ip, host_port, spec.protocol) {
+        if taken_by_carton(host_port, &mappings)
+            || !ports::host_port_free(spec.host_ip, host_port, spec.protocol)
+        {
             return Err(NetworkError::PortTaken {
                 port: host_port,
                 protocol: spec.protocol,

@@ -35,6 +35,8 @@ pub enum NetworkError {
     Exists(String),
     #[error("invalid network name {0:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-]+ are allowed")]
     InvalidName(String),
+    #[error("network name {0:?} is reserved: --network {0} has its own meaning")]
+    Reserved(String),
     #[error("invalid subnet: {0}")]
     InvalidSubnet(String),
     #[error("invalid gateway {gateway}: {reason}")]

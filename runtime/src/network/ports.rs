@@ -81,10 +81,13 @@ impl PortSpec {
         };
         let host_ip = match ip {
             None | Some("") => None,
-            Some(ip) => Some(
-                ip.parse::<Ipv4Addr>()
-                    .map_err(|_| invalid(&format!("{ip:?} is not an IPv4 address")))?,
-            ),
+            Some(ip) => {
+                let ip = ip
+                    .parse::<Ipv4Addr>()
+                    .map_err(|_| invalid(&format!("{ip:?} is not an IPv4 address")))?;
+                // 0.0.0.0 means every address of the host, as when no address is given.
+                (!ip.is_unspecified()).then_some(ip)
+            }
         };
         let host_port = match host {
             None | Some("") => None,
@@ -109,12 +112,34 @@ pub fn host_port_free(ip: Option<Ipv4Addr>, port: u16, protocol: Protocol) -> bo
     }
 }
 
-/// A port the kernel considers free (from its ephemeral range).
-pub fn pick_free_port(ip: Option<Ipv4Addr>, protocol: Protocol) -> std::io::Result<u16> {
-    let addr = SocketAddrV4::new(ip.unwrap_or(Ipv4Addr::UNSPECIFIED), 0);
-    match protocol {
-        Protocol::Tcp => Ok(TcpListener::bind(addr)?.local_addr()?.port()),
-        Protocol::Udp => Ok(UdpSocket::bind(addr)?.local_addr()?.port()),
+/// A free host port from the kernel's ephemeral range that `taken` does not claim (ports
+/// carton publishes hold no socket, so the kernel alone cannot know them). The search starts
+/// at a random place in the range, as the kernel's own choice would.
+pub fn pick_free_port(
+    ip: Option<Ipv4Addr>,
+    protocol: Protocol,
+    taken: impl Fn(u16) -> bool,
+) -> Option<u16> {
+    let (low, high) = ephemeral_range();
+    let span = u32::from(high - low) + 1;
+    let mut seed = [0u8; 4];
+    crate::state::fill_random(&mut seed);
+    let start = u32::from_le_bytes(seed) % span;
+    (0..span)
+        .map(|i| low + ((start + i) % span) as u16)
+        .find(|&port| !taken(port) && host_port_free(ip, port, protocol))
+}
+
+/// net.ipv4.ip_local_port_range (32768–60999 when unreadable).
+fn ephemeral_range() -> (u16, u16) {
+    let text =
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+    let mut parts = text
+        .split_whitespace()
+        .filter_map(|p| p.parse::<u16>().ok());
+    match (parts.next(), parts.next()) {
+        (Some(low), Some(high)) if low <= high && low > 0 => (low, high),
+        _ => (32_768, 60_999),
     }
 }
 
@@ -136,6 +161,8 @@ mod tests {
         assert_eq!((p.host_port, p.container_port), (None, 80));
         let p = PortSpec::parse("127.0.0.1::80").unwrap();
         assert_eq!((p.host_ip, p.host_port), (Some(Ipv4Addr::LOCALHOST), None));
+        let p = PortSpec::parse("0.0.0.0:8080:80").unwrap();
+        assert_eq!((p.host_ip, p.host_port), (None, Some(8080)));
     }
 
     #[test]
@@ -167,8 +194,13 @@ mod tests {
 
     #[test]
     fn free_ports() {
-        let port = pick_free_port(Some(Ipv4Addr::LOCALHOST), Protocol::Tcp).unwrap();
+        let port = pick_free_port(Some(Ipv4Addr::LOCALHOST), Protocol::Tcp, |_| false).unwrap();
         assert!(port > 0);
+        let (low, high) = ephemeral_range();
+        assert!((low..=high).contains(&port));
+        let other =
+            pick_free_port(Some(Ipv4Addr::LOCALHOST), Protocol::Tcp, |p| p == port).unwrap();
+        assert_ne!(other, port);
         let held = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
         let taken = held.local_addr().unwrap().port();
         assert!(!host_port_free(

@@ -185,6 +185,10 @@ impl NetworkStore {
         if state::validate_name(name).is_err() {
             return Err(NetworkError::InvalidName(name.to_string()));
         }
+        // `--network host|none` never mean a bridge network: such a network could not be used.
+        if matches!(name, "host" | "none" | "default") {
+            return Err(NetworkError::Reserved(name.to_string()));
+        }
         if driver != "bridge" {
             return Err(NetworkError::Driver(driver.to_string()));
         }
