@@ -83,10 +83,15 @@ pub fn run(sh: &Shell, args: DemoArgs) -> Result<()> {
     println!("network interfaces: {}", host_interfaces().join(" "));
 
     util::section(&format!(
-        "In a container: carton run --rm {IMAGE} sh -c '…'"
+        "In a container: carton run --rm --network none {IMAGE} sh -c '…'"
     ));
     // quiet: the heading above says what runs; echoing the whole script would only add noise.
-    cmd!(sh, "{carton} {root...} run --rm {IMAGE} sh -c {SCRIPT}")
+    // --network none: the demo shows isolation and leaves the host's network (bridge, NAT
+    // rules) exactly as it was.
+    cmd!(
+        sh,
+        "{carton} {root...} run --rm --network none {IMAGE} sh -c {SCRIPT}"
+    )
         .quiet()
         .run()
         .context("`carton run` failed")?;
