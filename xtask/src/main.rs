@@ -1,7 +1,7 @@
 //! `cargo xtask …`: the project's developer commands, written in Rust so they run wherever cargo
 //! does, with no Makefile or shell-script dialects to keep in sync.
 //!
-//! One module per subcommand (`demo`, `test`; later `test_vm`, `bench`), plus shared helpers that
+//! One module per subcommand (`demo`, `test`, `test_vm`; later `bench`), plus shared helpers that
 //! every subcommand needs: `util` (paths, root check, headings), `cargo` (building carton, nextest)
 //! and `busybox` (getting a static busybox for the test/demo rootfs).
 
@@ -9,6 +9,7 @@ mod busybox;
 mod cargo;
 mod demo;
 mod test;
+mod test_vm;
 mod util;
 
 use std::process::ExitCode;
@@ -22,7 +23,9 @@ Environment:
                        /usr/local/bin/busybox when statically linked). A path that is not one
                        (e.g. /nonexistent) makes xtask fetch Debian's busybox-static into
                        target/xtask/busybox/ (delete that directory to fetch it again).
-  CARGO_TARGET_DIR     honoured as cargo does (default: <workspace>/target).";
+  CARGO_TARGET_DIR     honoured as cargo does (default: <workspace>/target).
+  CARTON_VM_DEBIAN_MIRROR=URI  test-vm: the Debian mirror for kernel packages (default: the one
+                       this machine's apt configuration names).";
 
 #[derive(Parser)]
 #[command(
@@ -42,6 +45,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Lint, build and run every test suite on this host (conformance scenarios need root).
     Test(test::TestArgs),
+    /// Run the conformance scenarios in QEMU guests: kernels × cgroup v1/v2 (see vm/README.md).
+    TestVm(test_vm::TestVmArgs),
 }
 
 /// Errors are printed as a message plus its causes, never as a backtrace (even when
@@ -66,5 +71,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Demo(args) => demo::run(&sh, args),
         Command::Test(args) => test::run(&sh, args),
+        Command::TestVm(args) => test_vm::run(&sh, args),
     }
 }
