@@ -184,6 +184,10 @@ pub fn host_has_swap() -> bool {
 
 /// Whether the controller exists on this host (v1 hierarchy mounted, or listed by cgroup2).
 pub fn has_controller(controller: &str) -> bool {
+    // v2 has no cpuacct: CPU usage is always in cpu.stat (see `cpu_usage_ns`).
+    if controller == "cpuacct" && version() == Some(Version::V2) {
+        return true;
+    }
     match version() {
         Some(Version::V1) => v1_mount(controller).is_some(),
         Some(Version::V2) => v2_mount()

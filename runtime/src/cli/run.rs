@@ -7,6 +7,7 @@ use clap::Args;
 
 use super::limits::LimitArgs;
 use crate::container::limits::HostFacts;
+use crate::container::security::SecurityFlags;
 use crate::container::{
     self, ContainerError, CreateRequest, NetworkMode, RunMode, Volume, options,
 };
@@ -59,6 +60,30 @@ pub struct RunArgs {
     /// Publish a container port: [IP:][HOST:]CONTAINER[/tcp|udp].
     #[arg(short, long = "publish", value_name = "PORTS")]
     pub publish: Vec<String>,
+    /// Add a Linux capability (or ALL).
+    #[arg(long, value_name = "CAP")]
+    pub cap_add: Vec<String>,
+    /// Drop a Linux capability (or ALL).
+    #[arg(long, value_name = "CAP")]
+    pub cap_drop: Vec<String>,
+    /// All capabilities and devices, no seccomp filter, nothing masked.
+    #[arg(long)]
+    pub privileged: bool,
+    /// Mount the container's root filesystem read-only.
+    #[arg(long)]
+    pub read_only: bool,
+    /// Mount a tmpfs: DIR[:OPTIONS].
+    #[arg(long, value_name = "DIR[:OPTS]")]
+    pub tmpfs: Vec<String>,
+    /// seccomp=unconfined|FILE, no-new-privileges[=true|false].
+    #[arg(long, value_name = "OPT")]
+    pub security_opt: Vec<String>,
+    /// Add a host device: HOST[:CONTAINER][:rwm].
+    #[arg(long, value_name = "DEVICE")]
+    pub device: Vec<String>,
+    /// Set a resource limit: NAME=SOFT[:HARD] (e.g. nofile=1024:2048).
+    #[arg(long, value_name = "LIMIT")]
+    pub ulimit: Vec<String>,
     #[command(flatten)]
     pub limits: LimitArgs,
     /// Image name, id or id prefix.
@@ -115,6 +140,17 @@ fn request_from(args: &RunArgs) -> anyhow::Result<CreateRequest> {
         terminal: args.tty,
         auto_remove: args.rm,
         resources: args.limits.flags().to_resources(&HostFacts::read())?,
+        security: SecurityFlags {
+            cap_add: args.cap_add.clone(),
+            cap_drop: args.cap_drop.clone(),
+            privileged: args.privileged,
+            read_only: args.read_only,
+            tmpfs: args.tmpfs.clone(),
+            security_opt: args.security_opt.clone(),
+            devices: args.device.clone(),
+            ulimits: args.ulimit.clone(),
+        }
+        .resolve()?,
         publish: args
             .publish
             .iter()

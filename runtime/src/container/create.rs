@@ -30,6 +30,8 @@ pub struct CreateRequest {
     pub auto_remove: bool,
     /// Cgroup limits (checked by [`super::limits`]).
     pub resources: Resources,
+    /// Capabilities, seccomp, devices… (resolved by [`super::security`]).
+    pub security: super::security::Security,
     /// `-p`: ports published on a bridge network.
     pub publish: Vec<crate::network::PortSpec>,
 }
@@ -242,6 +244,7 @@ fn populate(
             resources: request.resources.clone(),
             namespace: matches!(layout, Layout::V2 { .. }),
         }),
+        security: &request.security,
     })?;
     state::write_json_atomic(&bundle.join("config.json"), &spec)
         .map_err(ContainerError::io("write config.json"))?;

@@ -76,7 +76,15 @@ pub fn exec(states: &StateStore, request: &ExecRequest) -> Result<i32, Container
             stdin: request.interactive,
         }
     };
-    let started = engine::exec(pid, &process, cgroup_path.as_deref(), stdio, request.detach)?;
+    let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref());
+    let started = engine::exec(
+        pid,
+        &process,
+        seccomp,
+        cgroup_path.as_deref(),
+        stdio,
+        request.detach,
+    )?;
     if request.detach {
         return Ok(0);
     }

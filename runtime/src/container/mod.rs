@@ -18,6 +18,7 @@ pub mod logs;
 pub mod options;
 mod remove;
 mod run;
+pub mod security;
 pub mod spec;
 pub mod stats;
 mod update;

@@ -11,6 +11,7 @@ use oci_spec::runtime::{
 
 use super::ContainerError;
 use super::options::{NetworkMode, Volume};
+use super::security::{self, Security};
 use super::user::ResolvedUser;
 use crate::cgroups::Resources;
 use crate::engine::{DEFAULT_PATH, OVERLAY_ANNOTATION};
@@ -34,6 +35,8 @@ pub struct SpecInput<'a> {
     pub overlay: String,
     /// The container's cgroup, when the host has cgroups.
     pub cgroup: Option<CgroupSpec>,
+    /// Capabilities, seccomp, devices, read-only root, tmpfs, ulimits.
+    pub security: &'a Security,
 }
 
 /// The cgroup part of the spec.
@@ -89,11 +92,11 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, ContainerError> {
         .args(input.args.clone())
         .env(input.env.clone())
         .cwd(input.cwd.clone())
-        .no_new_privileges(false)
+        .no_new_privileges(input.security.no_new_privileges)
         .build()
         .map_err(oci)?;
-    process.set_capabilities(None);
-    process.set_rlimits(None);
+    process.set_capabilities(Some(capabilities(&input.security.capabilities)?));
+    process.set_rlimits(rlimits(&input.security.ulimits)?);
 
     let mut namespaces = vec![
         LinuxNamespaceType::Pid,
@@ -112,13 +115,27 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, ContainerError> {
         .map(|typ| LinuxNamespaceBuilder::default().typ(typ).build())
         .collect::<Result<Vec<_>, _>>()
         .map_err(oci)?;
+    // --privileged hides nothing of /proc and /sys.
+    let (masked, readonly) = if input.security.privileged {
+        (Vec::new(), Vec::new())
+    } else {
+        (strings(MASKED_PATHS), strings(READONLY_PATHS))
+    };
     let mut linux = LinuxBuilder::default()
         .namespaces(namespaces)
-        .masked_paths(strings(MASKED_PATHS))
-        .readonly_paths(strings(READONLY_PATHS))
+        .masked_paths(masked)
+        .readonly_paths(readonly)
         .build()
         .map_err(oci)?;
     linux.set_resources(None);
+    linux.set_seccomp(input.security.seccomp.clone());
+    let mut devices = input.security.devices.clone();
+    if input.security.privileged {
+        devices.extend(security::host_devices());
+    }
+    if !devices.is_empty() {
+        linux.set_devices(Some(oci_devices(&devices)?));
+    }
     if let Some(cgroup) = &input.cgroup {
         linux.set_cgroups_path(Some(PathBuf::from(&cgroup.path)));
         if !cgroup.resources.is_empty() {
@@ -126,7 +143,19 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, ContainerError> {
         }
     }
 
-    let mut mounts = default_mounts().map_err(oci)?;
+    let mut mounts = default_mounts(input.security.privileged).map_err(oci)?;
+    for tmpfs in &input.security.tmpfs {
+        let options: Vec<&str> = tmpfs.options.iter().map(String::as_str).collect();
+        mounts.push(
+            mount(
+                &tmpfs.destination.to_string_lossy(),
+                "tmpfs",
+                "tmpfs",
+                &options,
+            )
+            .map_err(oci)?,
+        );
+    }
     if input.cgroup.is_some() {
         mounts.push(
             mount(
@@ -157,7 +186,7 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, ContainerError> {
         .root(
             RootBuilder::default()
                 .path(input.rootfs.clone())
-                .readonly(false)
+                .readonly(input.security.read_only)
                 .build()
                 .map_err(oci)?,
         )
@@ -248,8 +277,56 @@ fn bind(
         .build()
 }
 
-/// The kernel filesystems every container gets, with docker's options.
-fn default_mounts() -> Result<Vec<Mount>, oci_spec::OciSpecError> {
+/// `process.capabilities`: the same set everywhere but ambient (docker's choice: a non-root user
+/// loses them at exec unless a file grants them).
+fn capabilities(
+    caps: &std::collections::BTreeSet<String>,
+) -> Result<oci_spec::runtime::LinuxCapabilities, ContainerError> {
+    serde_json::from_value(serde_json::json!({
+        "bounding": caps, "effective": caps, "permitted": caps, "inheritable": caps, "ambient": [],
+    }))
+    .map_err(|e| ContainerError::Spec(format!("capabilities: {e}")))
+}
+
+fn rlimits(
+    ulimits: &[security::Ulimit],
+) -> Result<Option<Vec<oci_spec::runtime::PosixRlimit>>, ContainerError> {
+    if ulimits.is_empty() {
+        return Ok(None);
+    }
+    let list: Vec<serde_json::Value> = ulimits
+        .iter()
+        .map(|u| serde_json::json!({"type": u.name, "soft": u.soft, "hard": u.hard}))
+        .collect();
+    serde_json::from_value(serde_json::Value::Array(list))
+        .map(Some)
+        .map_err(|e| ContainerError::Spec(format!("rlimits: {e}")))
+}
+
+fn oci_devices(
+    devices: &[security::Device],
+) -> Result<Vec<oci_spec::runtime::LinuxDevice>, ContainerError> {
+    let list: Vec<serde_json::Value> = devices
+        .iter()
+        .map(|d| {
+            serde_json::json!({
+                "path": d.container, "type": d.kind.to_string(), "major": d.major,
+                "minor": d.minor, "fileMode": d.mode, "uid": 0, "gid": 0,
+            })
+        })
+        .collect();
+    serde_json::from_value(serde_json::Value::Array(list))
+        .map_err(|e| ContainerError::Spec(format!("devices: {e}")))
+}
+
+/// The kernel filesystems every container gets, with docker's options (sysfs writable only
+/// for `--privileged`).
+fn default_mounts(privileged: bool) -> Result<Vec<Mount>, oci_spec::OciSpecError> {
+    let sysfs: &[&str] = if privileged {
+        &["nosuid", "noexec", "nodev"]
+    } else {
+        &["nosuid", "noexec", "nodev", "ro"]
+    };
     Ok(vec![
         mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
         mount(
@@ -271,12 +348,7 @@ fn default_mounts() -> Result<Vec<Mount>, oci_spec::OciSpecError> {
                 "gid=5",
             ],
         )?,
-        mount(
-            "/sys",
-            "sysfs",
-            "sysfs",
-            &["nosuid", "noexec", "nodev", "ro"],
-        )?,
+        mount("/sys", "sysfs", "sysfs", sysfs)?,
         mount(
             "/dev/mqueue",
             "mqueue",
@@ -340,6 +412,12 @@ mod tests {
     }
 
     fn input<'a>(user: &'a ResolvedUser, volumes: &'a [Volume]) -> SpecInput<'a> {
+        static SECURITY: std::sync::OnceLock<Security> = std::sync::OnceLock::new();
+        let security = SECURITY.get_or_init(|| {
+            super::super::security::SecurityFlags::default()
+                .resolve()
+                .unwrap()
+        });
         SpecInput {
             args: vec!["sh".into()],
             env: vec!["PATH=/bin".into()],
@@ -353,6 +431,7 @@ mod tests {
             rootfs: "merged".into(),
             overlay: "lowerdir=/l,upperdir=/u,workdir=/w".into(),
             cgroup: None,
+            security,
         }
     }
 

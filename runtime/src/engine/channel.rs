@@ -124,6 +124,10 @@ impl Channel {
         }
     }
 
+    pub fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
     fn send(&self, bytes: &[u8], fd: Option<RawFd>) -> io::Result<()> {
         let mut iov = libc::iovec {
             iov_base: bytes.as_ptr() as *mut libc::c_void,

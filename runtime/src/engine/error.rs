@@ -47,6 +47,8 @@ pub enum EngineError {
     Setup(String),
     #[error(transparent)]
     Cgroup(#[from] crate::cgroups::CgroupError),
+    #[error(transparent)]
+    Seccomp(#[from] super::seccomp::SeccompError),
     #[error("{context}: {source}")]
     Os {
         context: &'static str,

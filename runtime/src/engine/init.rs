@@ -7,12 +7,14 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 
+use super::capabilities;
 use super::channel::{Channel, ToChild, ToParent};
 use super::error::InitFailure;
 use super::exec;
 use super::in_root::RootDir;
 use super::plan::{Plan, ProcessPlan};
 use super::rootfs::{self, failure};
+use super::seccomp;
 use super::signals;
 use super::stdio::{self, ChildStdio};
 
@@ -174,33 +176,68 @@ fn finish(
         _ => unsafe { libc::_exit(125) },
     }
 
+    // Without no_new_privs, installing a filter needs CAP_SYS_ADMIN: do it while carton still
+    // has it (the profile must then allow the few calls below, as docker's does).
+    if let (Some(program), false) = (&process.seccomp, process.no_new_privileges) {
+        seccomp::install(program).map_err(|e| failure("seccomp", "install the filter", e))?;
+    }
+    if let Some(caps) = &process.capabilities {
+        capabilities::drop_bounding(caps)
+            .map_err(|e| failure("capabilities", "drop the bounding set", e))?;
+    }
     switch_user(process)?;
+    if let Some(caps) = &process.capabilities {
+        capabilities::set(caps).map_err(|e| failure("capabilities", "set capabilities", e))?;
+    }
     if process.no_new_privileges {
         // SAFETY: prctl with constant arguments.
         if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
             return Err(failure("no_new_privs", "prctl", io::Error::last_os_error()));
         }
+        if let Some(program) = &process.seccomp {
+            seccomp::install(program).map_err(|e| failure("seccomp", "install the filter", e))?;
+        }
     }
-    // Every fd above stdio closes on exec (the sync channel included, which tells the parent
-    // that exec succeeded): no host file can leak into the container.
-    // SAFETY: close_range on our own descriptor table.
-    if unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            3u32,
-            u32::MAX,
-            libc::CLOSE_RANGE_CLOEXEC,
-        )
-    } != 0
-    {
-        return Err(failure(
-            "close fds",
-            "close_range",
-            io::Error::last_os_error(),
-        ));
-    }
+    // Every fd above stdio goes: no host file can leak into the container. The sync channel
+    // stays — it is close-on-exec, and its closing at exec tells the parent that exec worked.
+    close_fds_except(channel.as_raw_fd())
+        .map_err(|e| failure("close fds", "close inherited descriptors", e))?;
     signals::reset_for_exec();
     Err(exec::exec(&process.args, &process.env))
+}
+
+/// Closes every descriptor above 2 but `keep`. close_range(2) does it in two calls (Linux
+/// 5.9+; its CLOSE_RANGE_CLOEXEC flag would need 5.11); older kernels get a walk of
+/// /proc/self/fd.
+fn close_fds_except(keep: libc::c_int) -> io::Result<()> {
+    let close_range = |first: u32, last: u32| -> io::Result<()> {
+        if first > last {
+            return Ok(());
+        }
+        // SAFETY: close_range on our own descriptor table.
+        if unsafe { libc::syscall(libc::SYS_close_range, first, last, 0u32) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    };
+    let keep = keep as u32;
+    let result =
+        close_range(3, keep.saturating_sub(1)).and_then(|()| close_range(keep + 1, u32::MAX));
+    match result {
+        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
+            let fds: Vec<libc::c_int> = std::fs::read_dir("/proc/self/fd")?
+                .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .filter(|&fd: &libc::c_int| fd > 2 && fd as u32 != keep)
+                .collect();
+            for fd in fds {
+                // SAFETY: closing descriptors of our own table (the directory fd of the walk
+                // is already closed; EBADF for it is harmless).
+                unsafe { libc::close(fd) };
+            }
+            Ok(())
+        }
+        other => other,
+    }
 }
 
 fn die_with_parent() {
@@ -229,10 +266,16 @@ fn prepare_process(process: &ProcessPlan) -> Result<(), InitFailure> {
         };
         // SAFETY: setrlimit with a valid struct.
         if unsafe { libc::setrlimit(resource, &limit) } != 0 {
+            let err = io::Error::last_os_error();
+            let hint = if err.raw_os_error() == Some(libc::EPERM) {
+                " (raising a hard limit above carton's own needs CAP_SYS_RESOURCE)"
+            } else {
+                ""
+            };
             return Err(failure(
                 "set rlimits",
-                format!("resource {resource} to {soft}:{hard}"),
-                io::Error::last_os_error(),
+                format!("{} to {soft}:{hard}{hint}", rlimit_name(resource)),
+                err,
             ));
         }
     }
@@ -263,6 +306,29 @@ fn prepare_process(process: &ProcessPlan) -> Result<(), InitFailure> {
         unsafe { libc::umask(mask as libc::mode_t) };
     }
     Ok(())
+}
+
+fn rlimit_name(resource: libc::__rlimit_resource_t) -> String {
+    let name = match resource {
+        libc::RLIMIT_AS => "RLIMIT_AS",
+        libc::RLIMIT_CORE => "RLIMIT_CORE",
+        libc::RLIMIT_CPU => "RLIMIT_CPU",
+        libc::RLIMIT_DATA => "RLIMIT_DATA",
+        libc::RLIMIT_FSIZE => "RLIMIT_FSIZE",
+        libc::RLIMIT_LOCKS => "RLIMIT_LOCKS",
+        libc::RLIMIT_MEMLOCK => "RLIMIT_MEMLOCK",
+        libc::RLIMIT_MSGQUEUE => "RLIMIT_MSGQUEUE",
+        libc::RLIMIT_NICE => "RLIMIT_NICE",
+        libc::RLIMIT_NOFILE => "RLIMIT_NOFILE",
+        libc::RLIMIT_NPROC => "RLIMIT_NPROC",
+        libc::RLIMIT_RSS => "RLIMIT_RSS",
+        libc::RLIMIT_RTPRIO => "RLIMIT_RTPRIO",
+        libc::RLIMIT_RTTIME => "RLIMIT_RTTIME",
+        libc::RLIMIT_SIGPENDING => "RLIMIT_SIGPENDING",
+        libc::RLIMIT_STACK => "RLIMIT_STACK",
+        other => return format!("resource {other}"),
+    };
+    name.to_string()
 }
 
 fn switch_user(process: &ProcessPlan) -> Result<(), InitFailure> {

@@ -9,6 +9,7 @@
 //!    ([`exec`]) and the channel's close-on-exec end tells the parent it worked;
 //! 3. [`foreground::wait`] relays signals and the console until the container exits.
 
+pub mod capabilities;
 mod channel;
 mod error;
 mod exec;
@@ -19,6 +20,7 @@ mod mount_options;
 mod plan;
 mod process;
 mod rootfs;
+pub mod seccomp;
 mod signals;
 mod stdio;
 mod terminal;
@@ -94,11 +96,13 @@ pub fn start(
 pub fn exec(
     init_pid: i32,
     process: &Process,
+    seccomp: Option<&oci_spec::runtime::LinuxSeccomp>,
     cgroup_path: Option<&str>,
     stdio: Stdio,
     detached: bool,
 ) -> Result<Started, EngineError> {
-    let plan = ProcessPlan::from_process(process, false)?;
+    let mut plan = ProcessPlan::from_process(process, false)?;
+    plan.seccomp = seccomp.map(seccomp::compile).transpose()?;
     if (stdio == Stdio::Terminal) != plan.terminal {
         return Err(EngineError::InvalidSpec(
             "process.terminal does not match the requested stdio".into(),

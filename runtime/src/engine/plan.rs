@@ -7,9 +7,11 @@ use std::path::{Path, PathBuf};
 use libc::c_ulong;
 use oci_spec::runtime::{LinuxNamespaceType, PosixRlimitType, Process, Spec};
 
+use super::capabilities::CapabilitySets;
 use super::error::EngineError;
 use super::mount_options;
 use super::rootfs::RootfsPlan;
+use super::seccomp;
 use crate::cgroups::Resources;
 
 /// Annotation through which carton's storage asks the engine to mount an overlay as the
@@ -54,15 +56,16 @@ pub struct ProcessPlan {
     /// Create a missing working directory (a container's init does, as docker does; an exec'd
     /// process does not).
     pub create_cwd: bool,
+    /// `process.capabilities`; `None` keeps what the process has (all of root's).
+    pub capabilities: Option<CapabilitySets>,
+    /// The compiled `linux.seccomp` filter.
+    pub seccomp: Option<seccomp::Program>,
 }
 
 impl ProcessPlan {
     /// Reads an OCI `process` (the container's, or one given to `exec`).
     pub fn from_process(process: &Process, create_cwd: bool) -> Result<ProcessPlan, EngineError> {
         let invalid = |m: &str| EngineError::InvalidSpec(m.to_string());
-        if process.capabilities().is_some() {
-            return Err(EngineError::Unsupported("process.capabilities".into()));
-        }
         if process.apparmor_profile().is_some() || process.selinux_label().is_some() {
             return Err(EngineError::Unsupported(
                 "process.apparmorProfile / selinuxLabel".into(),
@@ -95,6 +98,13 @@ impl ProcessPlan {
             oom_score_adj: process.oom_score_adj(),
             terminal: process.terminal().unwrap_or(false),
             create_cwd,
+            capabilities: process
+                .capabilities()
+                .as_ref()
+                .map(CapabilitySets::from_oci)
+                .transpose()
+                .map_err(EngineError::InvalidSpec)?,
+            seccomp: None,
         })
     }
 }
@@ -142,7 +152,11 @@ impl Plan {
             return Err(invalid("a mount namespace is required"));
         }
 
-        let process_plan = ProcessPlan::from_process(process, true)?;
+        let mut process_plan = ProcessPlan::from_process(process, true)?;
+        process_plan.seccomp = linux
+            .and_then(|l| l.seccomp().as_ref())
+            .map(seccomp::compile)
+            .transpose()?;
 
         let rootfs_path = if root.path().is_absolute() {
             root.path().clone()
@@ -219,9 +233,6 @@ fn refuse_unsupported(spec: &Spec) -> Result<(), EngineError> {
         return unsupported("hooks");
     }
     if let Some(linux) = spec.linux() {
-        if linux.seccomp().is_some() {
-            return unsupported("linux.seccomp");
-        }
         if linux.uid_mappings().is_some() || linux.gid_mappings().is_some() {
             return unsupported("user namespace id mappings");
         }
@@ -290,14 +301,20 @@ mod tests {
 
     #[test]
     fn refuses_what_it_cannot_honour() {
+        let with_apparmor = MINIMAL.replace(
+            r#""cwd": "/","#,
+            r#""cwd": "/", "apparmorProfile": "docker-default","#,
+        );
+        assert!(matches!(
+            Plan::from_spec(&spec(&with_apparmor), Path::new("/b")),
+            Err(EngineError::Unsupported(_))
+        ));
         let with_caps = MINIMAL.replace(
             r#""cwd": "/","#,
             r#""cwd": "/", "capabilities": {"bounding": ["CAP_KILL"]},"#,
         );
-        assert!(matches!(
-            Plan::from_spec(&spec(&with_caps), Path::new("/b")),
-            Err(EngineError::Unsupported(_))
-        ));
+        let plan = Plan::from_spec(&spec(&with_caps), Path::new("/b")).unwrap();
+        assert_eq!(plan.process.capabilities.unwrap().bounding, 1 << 5);
         let no_mount_ns = MINIMAL.replace(r#"{"type": "mount"}, "#, "");
         assert!(matches!(
             Plan::from_spec(&spec(&no_mount_ns), Path::new("/b")),

@@ -133,6 +133,14 @@ pub fn join(
         stdio::prepare(stdio).map_err(EngineError::os("set up stdio"))?;
     let (parent_end, child_end) =
         channel::pair().map_err(EngineError::os("create sync channel"))?;
+    // The child runs carton's code inside the container's pid namespace until its exec, where
+    // the container's processes can see it. Non-dumpable, its /proc entries (exe, mem, fd) are
+    // closed to them (CVE-2019-5736: overwriting the runtime through /proc/<pid>/exe); exec
+    // makes the user's program dumpable again.
+    // SAFETY: prctl with integer arguments; affects this process and its future children.
+    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
+        return Err(EngineError::last_os("make carton non-dumpable"));
+    }
     // setns(CLONE_NEWPID) only changes the namespace of carton's future children.
     // SAFETY: setns with an fd of a pid namespace file.
     if unsafe { libc::setns(target.pid.as_raw_fd(), libc::CLONE_NEWPID) } != 0 {
