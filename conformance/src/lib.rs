@@ -19,6 +19,7 @@
 pub mod cgroup;
 pub mod containers;
 pub mod host;
+pub mod images;
 pub mod netns;
 pub mod pty;
 pub mod remote;

@@ -5,9 +5,11 @@
 //! - `layout` — detection;
 //! - `resources` — the limits and their v1/v2 value mapping;
 //! - `v1`, `v2` — the backends;
-//! - `files` — control-file I/O.
+//! - `files` — control-file I/O;
+//! - `freezer` — freeze and wait until frozen (both versions).
 
 mod files;
+mod freezer;
 pub mod layout;
 pub mod resources;
 mod v1;
@@ -44,6 +46,8 @@ pub enum CgroupError {
     Parse { path: PathBuf, text: String },
     #[error("cannot remove cgroup {path}: {source}")]
     Remove { path: PathBuf, source: io::Error },
+    #[error("cannot freeze cgroup {path}: {reason}")]
+    Freeze { path: PathBuf, reason: String },
 }
 
 /// Usage counters of a container's cgroup.
@@ -94,6 +98,12 @@ pub trait CgroupManager: std::fmt::Debug {
     /// Pids of the processes in the cgroup.
     fn pids(&self) -> Result<Vec<i32>, CgroupError>;
     fn exists(&self) -> bool;
+    /// Freezes every process of the cgroup and returns once all are frozen (v1: freezer.state
+    /// FROZEN; v2: cgroup.freeze 1 until cgroup.events says `frozen 1`). On failure the
+    /// cgroup is left thawed.
+    fn freeze(&self) -> Result<(), CgroupError>;
+    /// Lets the processes run again.
+    fn thaw(&self) -> Result<(), CgroupError>;
     /// Removes the cgroup (it must be empty). Missing is fine.
     fn destroy(&self) -> Result<(), CgroupError>;
 }

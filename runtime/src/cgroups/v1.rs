@@ -6,6 +6,7 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use super::files::{self, keyed};
+use super::freezer::{FREEZE_TIMEOUT, Freezer};
 use super::{CgroupError, CgroupManager, CgroupView, Resources, Stats, V1Hierarchy};
 
 /// Limits at or above this mean "unlimited" in v1 files (the kernel rounds i64::MAX down to a
@@ -197,6 +198,14 @@ impl CgroupManager for V1Cgroup {
         self.dirs.iter().any(|(_, d)| d.exists())
     }
 
+    fn freeze(&self) -> Result<(), CgroupError> {
+        freezer(self.require("freezer")?).freeze(FREEZE_TIMEOUT)
+    }
+
+    fn thaw(&self) -> Result<(), CgroupError> {
+        freezer(self.require("freezer")?).thaw()
+    }
+
     fn destroy(&self) -> Result<(), CgroupError> {
         let mut first_error = None;
         for (_, dir) in &self.dirs {
@@ -205,6 +214,17 @@ impl CgroupManager for V1Cgroup {
             }
         }
         first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// v1's freezer: freezer.state goes THAWED → FREEZING → FROZEN.
+fn freezer(dir: &Path) -> Freezer<'_> {
+    Freezer {
+        dir,
+        control: "freezer.state",
+        frozen: "FROZEN",
+        thawed: "THAWED",
+        is_frozen: |dir| Ok(files::read(dir, "freezer.state")?.trim() == "FROZEN"),
     }
 }
 
@@ -359,5 +379,26 @@ mod tests {
             })
             .unwrap_err();
         assert!(matches!(err, CgroupError::Unsupported(_)), "{err}");
+    }
+
+    #[test]
+    fn freezing_goes_through_the_freezer_hierarchy() {
+        let tmp = tempfile::tempdir().unwrap();
+        let hierarchies = [
+            hierarchy(tmp.path(), &["memory"]),
+            hierarchy(tmp.path(), &["freezer"]),
+        ];
+        let cg = V1Cgroup::new(&hierarchies, Path::new("carton/abc"));
+        cg.create().unwrap();
+        let dir = hierarchies[1].mount_point.join("carton/abc");
+        // A plain file echoes what is written: FROZEN reads back at once.
+        cg.freeze().unwrap();
+        assert_eq!(read(&dir, "freezer.state"), "FROZEN");
+        cg.thaw().unwrap();
+        assert_eq!(read(&dir, "freezer.state"), "THAWED");
+        let without = V1Cgroup::new(&hierarchies[..1], Path::new("carton/abc"));
+        assert!(
+            matches!(without.freeze(), Err(CgroupError::MissingController(c)) if c == "freezer")
+        );
     }
 }

@@ -7,6 +7,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use super::files::{self, keyed};
+use super::freezer::{FREEZE_TIMEOUT, Freezer};
 use super::resources::{cpu_max, shares_to_weight, v2_bytes, v2_swap_max};
 use super::{CgroupError, CgroupManager, CgroupView, Resources, Stats};
 
@@ -210,8 +211,27 @@ impl CgroupManager for V2Cgroup {
         self.dir.exists()
     }
 
+    fn freeze(&self) -> Result<(), CgroupError> {
+        freezer(&self.dir).freeze(FREEZE_TIMEOUT)
+    }
+
+    fn thaw(&self) -> Result<(), CgroupError> {
+        freezer(&self.dir).thaw()
+    }
+
     fn destroy(&self) -> Result<(), CgroupError> {
         files::remove_dir(&self.dir)
+    }
+}
+
+/// v2's freezer (Linux ≥ 5.2): cgroup.freeze, with the outcome in cgroup.events.
+fn freezer(dir: &Path) -> Freezer<'_> {
+    Freezer {
+        dir,
+        control: "cgroup.freeze",
+        frozen: "1",
+        thawed: "0",
+        is_frozen: |dir| Ok(keyed(&files::read(dir, "cgroup.events")?, "frozen") == Some(1)),
     }
 }
 
@@ -282,5 +302,19 @@ mod tests {
             })
             .unwrap_err();
         assert!(matches!(err, CgroupError::MissingController(ref c) if c == "pids"));
+    }
+
+    #[test]
+    fn freezing_waits_for_cgroup_events() {
+        let tmp = tempfile::tempdir().unwrap();
+        fake_v2(tmp.path(), "memory");
+        let cg = V2Cgroup::new(tmp.path(), Path::new("c"));
+        cg.create().unwrap();
+        let leaf = tmp.path().join("c");
+        fs::write(leaf.join("cgroup.events"), "populated 1\nfrozen 1\n").unwrap();
+        cg.freeze().unwrap();
+        assert_eq!(read(&leaf, "cgroup.freeze"), "1");
+        cg.thaw().unwrap();
+        assert_eq!(read(&leaf, "cgroup.freeze"), "0");
     }
 }

@@ -1,4 +1,4 @@
-//! `carton import`, `carton images`, `carton rmi`.
+//! `carton import`, `carton images`, `carton rmi`, `carton tag`.
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -141,6 +141,19 @@ pub fn rmi(root: &Path, args: RmiArgs) -> anyhow::Result<i32> {
         }
     }
     Ok(if failed { super::EXIT_CARTON_ERROR } else { 0 })
+}
+
+#[derive(Debug, Args)]
+pub struct TagArgs {
+    /// The image to name: name[:tag], id or id prefix.
+    source: String,
+    /// The new name: REPO[:TAG].
+    target: String,
+}
+
+pub fn tag(root: &Path, args: TagArgs) -> anyhow::Result<()> {
+    ImageStore::open(root)?.tag(&args.source, &args.target)?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -2,8 +2,11 @@
 //! `anyhow`: everything below returns typed errors, which become `carton: <message>` on stderr
 //! and docker's exit codes here.
 
+mod archive;
+mod commit;
 mod exec;
 mod format;
+mod history;
 mod images;
 mod inspect;
 mod lifecycle;
@@ -75,6 +78,18 @@ enum Command {
     Images(images::ImagesArgs),
     /// Remove one or more images.
     Rmi(images::RmiArgs),
+    /// Name an image: TARGET refers to SOURCE.
+    Tag(images::TagArgs),
+    /// Show an image's layers and how they were made.
+    History(history::HistoryArgs),
+    /// Create an image from a container's changes.
+    Commit(commit::CommitArgs),
+    /// Write images to an archive (OCI layout + docker manifest.json) on stdout or -o FILE.
+    Save(archive::SaveArgs),
+    /// Load images from a docker-archive or oci-archive (stdin or -i FILE).
+    Load(archive::LoadArgs),
+    /// Write a container's root file system as a tar archive (stdout or -o FILE).
+    Export(archive::ExportArgs),
     /// Show containers' or images' details as JSON.
     Inspect(inspect::InspectArgs),
     /// Show containers' resource usage.
@@ -116,6 +131,12 @@ pub fn main() -> i32 {
         Command::Import(args) => images::import(&root, args).map(|()| 0),
         Command::Images(args) => images::images(&root, args).map(|()| 0),
         Command::Rmi(args) => images::rmi(&root, args),
+        Command::Tag(args) => images::tag(&root, args).map(|()| 0),
+        Command::History(args) => history::history(&root, args).map(|()| 0),
+        Command::Commit(args) => commit::commit(&root, args).map(|()| 0),
+        Command::Save(args) => archive::save(&root, args).map(|()| 0),
+        Command::Load(args) => archive::load(&root, args).map(|()| 0),
+        Command::Export(args) => archive::export(&root, args).map(|()| 0),
         Command::Inspect(args) => inspect::inspect(&root, args),
         Command::Stats(args) => stats::stats(&root, args),
         Command::Update(args) => update::update(&root, args),
@@ -179,6 +200,28 @@ mod tests {
         assert!(args.rm && args.interactive && args.tty);
         assert_eq!(args.image, "busybox");
         assert_eq!(args.command, ["ls", "-l", "--rm"]);
+    }
+
+    #[test]
+    fn commit_pauses_unless_told_not_to() {
+        let parse = |args: &[&str]| {
+            let Command::Commit(c) = Cli::try_parse_from(args).unwrap().command else {
+                panic!("not commit");
+            };
+            c
+        };
+        assert!(format!("{:?}", parse(&["carton", "commit", "c"])).contains("pause: true"));
+        assert!(format!("{:?}", parse(&["carton", "commit", "-p", "c"])).contains("pause: true"));
+        let off = parse(&[
+            "carton",
+            "commit",
+            "--pause=false",
+            "-m",
+            "msg",
+            "c",
+            "img:v1",
+        ]);
+        assert!(format!("{off:?}").contains("pause: false"), "{off:?}");
     }
 
     #[test]

@@ -8,9 +8,18 @@ use std::path::{Path, PathBuf};
 
 use crate::engine::in_root::RootDir;
 
-/// The content of `path` as the topmost layer that has it provides; `None` if no layer does.
+/// The content of `path` as the topmost layer that has it provides; `None` if no layer does,
+/// or if a layer above the one that has it deleted it (a whiteout, an opaque directory).
 pub fn read(layers: &[PathBuf], path: &Path) -> Option<String> {
-    layers.iter().rev().find_map(|layer| read_in(layer, path))
+    for layer in layers.iter().rev() {
+        if let Some(text) = read_in(layer, path) {
+            return Some(text);
+        }
+        if crate::image::layer_hides(layer, path) {
+            return None;
+        }
+    }
+    None
 }
 
 /// The content of `path` inside the tree rooted at `root` (a layer, or a running container's
@@ -54,5 +63,16 @@ mod tests {
         );
         // Resolved inside the layer: /etc/hostname does not exist there.
         assert_eq!(read(&layers, Path::new("/etc/shadow")), None);
+    }
+
+    #[test]
+    fn a_file_replaced_by_a_non_directory_above_is_gone() {
+        let (low, high) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        fs::create_dir_all(low.path().join("etc")).unwrap();
+        fs::write(low.path().join("etc/passwd"), "low").unwrap();
+        // The upper layer turned /etc into a file: nothing below /etc shows through.
+        fs::write(high.path().join("etc"), "not a directory").unwrap();
+        let layers = [low.path().to_path_buf(), high.path().to_path_buf()];
+        assert_eq!(read(&layers, Path::new("/etc/passwd")), None);
     }
 }

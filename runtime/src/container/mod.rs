@@ -7,9 +7,11 @@
 //! - [`spec`]: the OCI spec built from all of the above;
 //! - [`create`], [`run`], [`remove`]: the lifecycle steps.
 
+mod commit;
 mod create;
 pub mod etc_files;
 mod exec;
+mod export;
 mod image_files;
 mod inspect;
 pub mod lifecycle;
@@ -24,8 +26,10 @@ pub mod stats;
 mod update;
 pub mod user;
 
+pub use commit::{CommitOptions, commit};
 pub use create::{CreateRequest, Created, cgroup_path, create};
 pub use exec::{ExecRequest, exec};
+pub use export::export;
 pub use inspect::inspect;
 pub use options::{NetworkMode, Volume};
 pub use remove::{list, remove, remove_image};

@@ -4,20 +4,28 @@
 //! tar entries are unpacked as they stream by.
 //!
 //! ```text
-//! input ─▶ TeeHasher ─(raw)─▶ [gzip] ─▶ HashingReader ─(tar)─▶ tar::Archive ─▶ Unpacker
-//!             └─▶ blob file + sha256          └─▶ sha256 (diff_id)
+//!  this thread                         │ unpacker thread
+//!  input ─▶ chunk ─▶ sha256 + blob file ─pipe─▶ [gzip] ─▶ HashingReader ─▶ tar ─▶ Unpacker
+//!                                      │                    └─▶ sha256 (diff_id, if gzip)
 //! ```
+//!
+//! The two halves run on two threads (scoped: both are joined before this returns, and nothing
+//! forks meanwhile): hashing and storing the blob overlap with creating the layer's files,
+//! which is what makes an import cost about what `tar -x` costs. An uncompressed layer is its
+//! own diff, so it is hashed once.
 //!
 //! The archive must be complete: the tar reader treats end of input as a normal end, so
 //! reaching it before the end-of-archive block (or inside an entry's data) is reported as a
 //! truncated archive here.
 
 use super::ImageError;
-use super::digest::{HashingReader, TeeHasher, stream_error};
+use super::digest::{HashingReader, hex, stream_error};
+use super::pipe::{pipe, read_chunk};
 use super::unpack::Unpacker;
 use flate2::read::MultiGzDecoder;
+use sha2::{Digest as _, Sha256};
 use std::fs::OpenOptions;
-use std::io::{self, BufWriter, Read};
+use std::io::{self, Read, Write};
 use std::path::Path;
 
 /// What one pass produced (everything staged, nothing installed yet).
@@ -31,12 +39,19 @@ pub(crate) struct Imported {
     pub(crate) diff_id_hex: String,
     /// Bytes of regular file content in the layer.
     pub(crate) unpacked_size: u64,
+    /// Entries in the archive (0 for an empty layer).
+    pub(crate) entries: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Compression {
+pub(crate) enum Compression {
     None,
     Gzip,
+}
+
+/// [`detect`] for other readers of possibly compressed archives.
+pub(crate) fn detect_prefix(prefix: &[u8]) -> Result<Compression, ImageError> {
+    detect(prefix)
 }
 
 /// Longest magic number we look at (xz's).
@@ -62,12 +77,14 @@ fn detect(prefix: &[u8]) -> Result<Compression, ImageError> {
 
 /// Streams `input` into `blob_path` (created, must not exist) and unpacks it into
 /// `layer_dir` (an existing empty directory). Nothing outside those two paths is written.
+/// An archive without entries is refused unless `allow_empty` (an unchanged commit).
 pub(crate) fn import_layer(
     input: impl Read,
     blob_path: &Path,
     layer_dir: &Path,
+    allow_empty: bool,
 ) -> Result<Imported, ImageError> {
-    let blob = OpenOptions::new()
+    let mut blob = OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(blob_path)
@@ -75,14 +92,105 @@ pub(crate) fn import_layer(
             "cannot create {}",
             blob_path.display()
         )))?;
-    let mut tee = TeeHasher::new(input, BufWriter::with_capacity(256 * 1024, blob));
+    let mut unpacker = Unpacker::new(layer_dir)?;
+    let (mut to_unpacker, from_reader) = pipe();
+    std::thread::scope(|scope| {
+        let unpacking = scope.spawn(move || {
+            let mut stream = from_reader;
+            let (prefix, compression) = peek(&mut stream)?;
+            let raw = io::Cursor::new(prefix).chain(stream);
+            let (diff_id, entries) = unpack_tar(raw, compression, &mut unpacker, allow_empty)?;
+            Ok::<_, ImageError>((diff_id, compression, entries, unpacker.finish()?))
+        });
+        let mut input = input;
+        let stored = (|| {
+            let mut hasher = Sha256::new();
+            let mut size = 0u64;
+            loop {
+                let chunk = read_chunk(&mut input)
+                    .map_err(ImageError::io("cannot read the archive input"))?;
+                if chunk.is_empty() {
+                    break;
+                }
+                hasher.update(&chunk);
+                blob.write_all(&chunk).map_err(ImageError::io(format!(
+                    "cannot write {}",
+                    blob_path.display()
+                )))?;
+                size += chunk.len() as u64;
+                if to_unpacker.send_chunk(chunk).is_err() {
+                    // The unpacker stopped: its error says why.
+                    break;
+                }
+            }
+            Ok::<_, ImageError>((hex(&hasher.finalize()), size))
+        })();
+        drop(to_unpacker);
+        let unpacked = unpacking
+            .join()
+            .unwrap_or_else(|_| Err(ImageError::Corrupt("the unpacker panicked".into())));
+        // A failed read explains a cut stream, not the other way round.
+        let (blob_hex, blob_size) = stored?;
+        let (diff_id_hex, compression, entries, unpacked_size) = unpacked?;
+        Ok(Imported {
+            // Uncompressed, the blob is the tar stream: one hash serves as both digests.
+            diff_id_hex: diff_id_hex.unwrap_or_else(|| blob_hex.clone()),
+            blob_hex,
+            blob_size,
+            gzip: compression == Compression::Gzip,
+            unpacked_size,
+            entries,
+        })
+    })
+}
 
-    // Peek at the magic bytes through the tee (so they are stored and hashed), then put
-    // them back in front of the rest of the stream.
+/// What unpacking a blob that is already stored (a loaded archive's layer) found.
+#[derive(Debug)]
+pub(crate) struct Unpacked {
+    pub(crate) diff_id_hex: String,
+    pub(crate) gzip: bool,
+    pub(crate) unpacked_size: u64,
+}
+
+/// Unpacks the layer blob `input` (plain or gzip) into `layer_dir`; `blob_hex` is its
+/// already-known digest (the diff_id when it is not compressed).
+pub(crate) fn unpack_blob(
+    mut input: impl Read,
+    blob_hex: &str,
+    layer_dir: &Path,
+) -> Result<Unpacked, ImageError> {
+    let (prefix, compression) = peek(&mut input)?;
+    let mut unpacker = Unpacker::new(layer_dir)?;
+    let raw = io::Cursor::new(prefix).chain(input);
+    let (diff_id_hex, _) = unpack_tar(raw, compression, &mut unpacker, false)?;
+    Ok(Unpacked {
+        diff_id_hex: diff_id_hex.unwrap_or_else(|| blob_hex.to_string()),
+        gzip: compression == Compression::Gzip,
+        unpacked_size: unpacker.finish()?,
+    })
+}
+
+/// The diff_id (sha256 of the uncompressed stream) of a layer blob and whether it is gzip;
+/// None for the digest when the blob is not compressed (it is then its own diff_id).
+pub(crate) fn diff_id_of(mut input: impl Read) -> Result<(Option<String>, bool), ImageError> {
+    let (prefix, compression) = peek(&mut input)?;
+    let raw = io::Cursor::new(prefix).chain(input);
+    match compression {
+        Compression::None => Ok((None, false)),
+        Compression::Gzip => {
+            let hashing = HashingReader::new(MultiGzDecoder::new(raw));
+            Ok((Some(hashing.finish()?), true))
+        }
+    }
+}
+
+/// Reads the first bytes (through whatever the reader does with them) to identify the
+/// compression; returns them to be put back in front of the rest.
+fn peek(input: &mut impl Read) -> Result<(Vec<u8>, Compression), ImageError> {
     let mut prefix = [0u8; MAGIC_LEN];
     let mut filled = 0;
     while filled < MAGIC_LEN {
-        match tee.read(&mut prefix[filled..]) {
+        match input.read(&mut prefix[filled..]) {
             Ok(0) => break,
             Ok(n) => filled += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -93,47 +201,50 @@ pub(crate) fn import_layer(
         return Err(ImageError::InvalidArchive("the input is empty".into()));
     }
     let compression = detect(&prefix[..filled])?;
+    Ok((prefix[..filled].to_vec(), compression))
+}
 
-    let mut unpacker = Unpacker::new(layer_dir)?;
-    let diff_id_hex = {
-        let raw = io::Cursor::new(&prefix[..filled]).chain(&mut tee);
-        let tar_stream: Box<dyn Read + '_> = match compression {
-            // Multi-member: `cat a.gz b.gz` is one valid gzip stream, as for gzip(1).
-            Compression::Gzip => Box::new(MultiGzDecoder::new(raw)),
-            Compression::None => Box::new(raw),
-        };
-        let mut hashing = HashingReader::new(tar_stream);
-        let mut archive = tar::Archive::new(&mut hashing);
-        let mut seen_entry = false;
-        for entry in archive.entries().map_err(stream_error)? {
-            let mut entry = entry.map_err(|e| header_error(e, seen_entry))?;
-            seen_entry = true;
-            unpacker.add(&mut entry)?;
-        }
-        if hashing.eof_seen() {
-            return Err(ImageError::InvalidArchive(
-                "unexpected end of file: the end-of-archive marker is missing (truncated?)".into(),
-            ));
-        }
-        if unpacker.entries() == 0 {
-            return Err(ImageError::InvalidArchive(
-                "the archive has no entries".into(),
-            ));
-        }
-        hashing.finish()?
+/// Decompresses, walks the tar entries into `unpacker` and checks the archive is complete.
+/// Returns the diff_id (None when the stream is not compressed: the caller's blob digest is
+/// the same hash) and the number of entries.
+fn unpack_tar(
+    raw: impl Read,
+    compression: Compression,
+    unpacker: &mut Unpacker,
+    allow_empty: bool,
+) -> Result<(Option<String>, u64), ImageError> {
+    let tar_stream: Box<dyn Read + '_> = match compression {
+        // Multi-member: `cat a.gz b.gz` is one valid gzip stream, as for gzip(1).
+        Compression::Gzip => Box::new(MultiGzDecoder::new(raw)),
+        Compression::None => Box::new(raw),
     };
-    let (blob_hex, blob_size, writer) = tee.finish()?;
-    writer.into_inner().map_err(|e| {
-        ImageError::io(format!("cannot write {}", blob_path.display()))(e.into_error())
-    })?;
-    let unpacked_size = unpacker.finish()?;
-    Ok(Imported {
-        blob_hex,
-        blob_size,
-        gzip: compression == Compression::Gzip,
-        diff_id_hex,
-        unpacked_size,
-    })
+    let mut hashing = match compression {
+        Compression::Gzip => HashingReader::new(tar_stream),
+        Compression::None => HashingReader::without_hash(tar_stream),
+    };
+    let mut archive = tar::Archive::new(&mut hashing);
+    let mut seen_entry = false;
+    for entry in archive.entries().map_err(stream_error)? {
+        let mut entry = entry.map_err(|e| header_error(e, seen_entry))?;
+        seen_entry = true;
+        unpacker.add(&mut entry)?;
+    }
+    if hashing.eof_seen() {
+        return Err(ImageError::InvalidArchive(
+            "unexpected end of file: the end-of-archive marker is missing (truncated?)".into(),
+        ));
+    }
+    if unpacker.entries() == 0 && !allow_empty {
+        return Err(ImageError::InvalidArchive(
+            "the archive has no entries".into(),
+        ));
+    }
+    let entries = unpacker.entries();
+    let digest = hashing.finish()?;
+    Ok((
+        (compression == Compression::Gzip).then_some(digest),
+        entries,
+    ))
 }
 
 /// A bad first header means the input is not a tar at all; the tar reader's own message

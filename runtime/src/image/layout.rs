@@ -13,6 +13,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 const OCI_LAYOUT: &[u8] = b"{\"imageLayoutVersion\":\"1.0.0\"}\n";
+/// Directory of the short layer links, next to `layers/`.
+const LINKS_DIR: &str = "l";
+/// Hex digits of a layer's diff_id in its short link name: 48 bits, and a clash only costs
+/// the longer path.
+const SHORT_LEN: usize = 12;
 /// A staging directory untouched for this long, whose lock nobody holds, is a crashed import.
 const STALE_AFTER: Duration = Duration::from_secs(60);
 
@@ -55,6 +60,58 @@ impl Layout {
         self.root.join("tmp")
     }
 
+    /// `l/`: short symlinks to the layer directories, for overlay mount options.
+    pub(crate) fn links_dir(&self) -> PathBuf {
+        self.root.join(LINKS_DIR)
+    }
+
+    /// Makes `l/<short>` point to `layers/<diff_id hex>` unless the name is taken by another
+    /// layer (then that layer is mounted by its full path: see [`short_layer_path`]).
+    pub(crate) fn ensure_short_link(&self, diff_id_hex: &str) -> Result<(), ImageError> {
+        let link = self.links_dir().join(short_name(diff_id_hex));
+        let target = link_target(diff_id_hex);
+        match fs::read_link(&link) {
+            Ok(existing) if existing == target => return Ok(()),
+            Ok(existing) if self.links_dir().join(&existing).exists() => {
+                log::debug!(
+                    "short link {} is taken by {}",
+                    link.display(),
+                    existing.display()
+                );
+                return Ok(());
+            }
+            // Dangling (its layer was collected): reuse the name.
+            Ok(_) => {
+                let _ = fs::remove_file(&link);
+            }
+            Err(_) => {}
+        }
+        match std::os::unix::fs::symlink(&target, &link) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(ImageError::io(format!("cannot create {}", link.display()))(
+                e,
+            )),
+        }
+    }
+
+    /// Removes the short links that do not point to a layer directory any more.
+    pub(crate) fn remove_dangling_links(&self) -> Result<(), ImageError> {
+        let entries = match fs::read_dir(self.links_dir()) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(ImageError::io("cannot read the short links")(e)),
+        };
+        for entry in entries.flatten() {
+            let link = entry.path();
+            if fs::metadata(&link).is_err() {
+                fs::remove_file(&link)
+                    .map_err(ImageError::io(format!("cannot remove {}", link.display())))?;
+            }
+        }
+        Ok(())
+    }
+
     fn index_path(&self) -> PathBuf {
         self.root.join("index.json")
     }
@@ -69,7 +126,12 @@ impl Layout {
 
     /// Creates the directories, `oci-layout` and an empty `index.json` where missing.
     pub(crate) fn ensure(&self) -> Result<(), ImageError> {
-        for dir in [self.blobs_dir(), self.layers_dir(), self.tmp_dir()] {
+        for dir in [
+            self.blobs_dir(),
+            self.layers_dir(),
+            self.tmp_dir(),
+            self.links_dir(),
+        ] {
             fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
@@ -293,5 +355,38 @@ impl LayerInfo {
     pub(crate) fn to_bytes(&self) -> Vec<u8> {
         // Serialising a struct of one integer cannot fail.
         serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+fn short_name(diff_id_hex: &str) -> &str {
+    &diff_id_hex[..diff_id_hex.len().min(SHORT_LEN)]
+}
+
+fn link_target(diff_id_hex: &str) -> PathBuf {
+    Path::new("..").join("layers").join(diff_id_hex)
+}
+
+/// The path under which overlay should mount the layer directory `layer_dir`
+/// (`<images>/layers/<hex>`): its short link `<images>/l/<12 hex>` when that link exists and
+/// points to exactly this layer, else `layer_dir` itself.
+///
+/// Why: overlay's mount options must fit in one page (4095 bytes). With the full paths
+/// (`/var/lib/carton/images/layers/` + 64 hex) about 40 layers fit; with the links, about 100
+/// (docker caps images at 125 layers). The kernel follows the symlinks when it parses
+/// `lowerdir=`; the mount itself is the same.
+pub fn short_layer_path(layer_dir: &Path) -> PathBuf {
+    let (Some(hex), Some(layers)) = (
+        layer_dir.file_name().and_then(|n| n.to_str()),
+        layer_dir.parent(),
+    ) else {
+        return layer_dir.to_path_buf();
+    };
+    let (Some(images), true) = (layers.parent(), is_sha256_hex(hex)) else {
+        return layer_dir.to_path_buf();
+    };
+    let link = images.join(LINKS_DIR).join(short_name(hex));
+    match fs::read_link(&link) {
+        Ok(target) if target == link_target(hex) => link,
+        _ => layer_dir.to_path_buf(),
     }
 }

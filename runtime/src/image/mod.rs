@@ -5,42 +5,76 @@
 //! images/oci-layout                  {"imageLayoutVersion":"1.0.0"}
 //! images/index.json                  one manifest descriptor per reference (ref.name = "repo:tag");
 //!                                    an untagged image keeps one descriptor without the annotation
-//! images/blobs/sha256/<hex>          layer blobs (as imported), config and manifest JSON
-//! images/layers/<diff_id hex>/       the unpacked layer: nothing but the rootfs content
+//! images/blobs/sha256/<hex>          layer blobs (as imported/loaded; commits are plain tar),
+//!                                    config and manifest JSON
+//! images/layers/<diff_id hex>/       the unpacked layer in overlay format (whiteouts are 0/0
+//!                                    devices, opaque dirs carry trusted.overlay.opaque=y)
 //! images/layers/<diff_id hex>.json   sidecar with facts about the layer (unpacked size)
-//! images/tmp/<random>/               staging of in-progress imports and garbage collection
+//! images/l/<12 hex>                  short symlink → ../layers/<diff_id hex>, for mount options
+//! images/tmp/<random>/               staging of in-progress work and garbage collection
 //! ```
+//!
+//! An image is a manifest (config + layer blobs, bottom first); images share layers, which are
+//! stored and unpacked once. Everything enters through a staged, synced batch that is moved
+//! into place under the store lock and named in index.json last (`install.rs`): a failed
+//! import, commit or load leaves the store exactly as it was.
 //!
 //! Files, one job each:
 //! - `reference.rs`: `name[:tag]` validation and normalisation, id forms.
 //! - `changes.rs`: `--change` instructions (CMD, ENV, …) applied to an image config.
-//! - `digest.rs`: sha256 helpers and the hashing readers of the single-pass import.
-//! - `archive.rs`: compression detection and the streaming import pipeline (tee, hash, unpack).
-//! - `unpack.rs`: writing tar entries beneath a layer directory, kernel-enforced (openat2).
-//! - `layout.rs`: paths, blobs, index.json, staging directories, tree removal.
+//! - `digest.rs`: sha256 helpers and the hashing readers/writers of the streaming pipelines.
+//! - `archive.rs`: compression detection and the layer pipeline (tee to blob, hash, unpack);
+//!   `pipe.rs`: the in-process pipe between its threads.
+//! - `unpack.rs`: writing tar entries beneath a layer directory, kernel-enforced (openat2);
+//!   OCI whiteouts become overlay whiteouts.
+//! - `whiteout.rs`: the overlay ⇄ OCI whiteout rules, in one place.
+//! - `tar_writer.rs`: ustar/PAX output; `layer_tar.rs`: a directory tree (an upper dir, or a
+//!   merged rootfs) as a tar stream, overlay whiteouts becoming OCI whiteouts.
+//! - `layout.rs`: paths, blobs, index.json, staging directories, short links, tree removal.
+//! - `install.rs`: staged batches into the store (rollback on failure), manifests, index.
 //! - `store.rs`: [`ImageStore`]: import, tag, list, resolve, remove, garbage collection.
-//!
-//! Whiteout files (`.wh.*`) are stored as ordinary files for now: a one-layer import has nothing
-//! below it to hide. The layered store converts them to overlay whiteouts when it arrives.
+//! - `commit.rs`: a container's upper dir as a new layer on its image.
+//! - `history.rs`: `history` rows; `inspect.rs`: docker-shaped JSON.
+//! - `save.rs`: images → an OCI layout archive with docker's manifest.json alongside.
+//! - `load_archive.rs`, `load_formats.rs`, `load.rs`: docker-archive / oci-archive → store.
 
 mod archive;
 mod changes;
+mod commit;
 mod digest;
+mod history;
 mod inspect;
+mod install;
+mod layer_tar;
 mod layout;
+mod load;
+mod load_archive;
+mod load_formats;
+mod pipe;
 mod reference;
+mod save;
 mod store;
+mod tar_writer;
 mod unpack;
+mod whiteout;
 
+#[cfg(test)]
+mod layer_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod testutil;
 
 pub use changes::apply_changes;
+pub use commit::{Commit, CommitRequest};
+pub use history::HistoryRow;
 pub use inspect::inspect;
+pub use layer_tar::write_rootfs_tar;
+pub use layout::short_layer_path;
+pub use load::LoadedImage;
 pub use reference::normalize_reference;
 pub use store::ImageStore;
+pub use whiteout::layer_hides;
 
 use std::io;
 use std::path::PathBuf;

@@ -7,40 +7,40 @@
 //! the index never names something that is not complete on disk. All moves into place, index
 //! changes and garbage collection happen under `locks/images.lock`.
 
-use super::archive::{Imported, import_layer};
+use super::archive::import_layer;
 use super::changes::apply_changes;
-use super::digest::{is_sha256_hex, sha256_hex};
-use super::layout::{
-    LayerInfo, Layout, Staging, install, remove_tree, sweep_stale_staging, sync_dir,
+use super::digest::is_sha256_hex;
+use super::install::{
+    Batch, LayerBlob, StagedLayer, add_to_index, install_batch, ref_name, stage_image, sync_staged,
 };
+use super::layout::{LayerInfo, Layout, Staging, remove_tree, sweep_stale_staging, sync_dir};
 use super::reference::{IdQuery, normalize_reference, parse_id};
 use super::{Image, ImageError, Removal};
 use crate::state::Timestamp;
 use oci_spec::image::{
-    ANNOTATION_REF_NAME, Descriptor, Digest, History, ImageConfiguration, ImageIndex,
-    ImageManifest, ImageManifestBuilder, MediaType, RootFs,
+    Descriptor, Digest, History, ImageConfiguration, ImageIndex, ImageManifest, MediaType, RootFs,
 };
 use std::collections::{HashMap, HashSet};
-use std::fs::{self, File};
+use std::fs;
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::str::FromStr;
+use std::path::Path;
 
 /// The image store of one state root.
 #[derive(Debug, Clone)]
 pub struct ImageStore {
-    layout: Layout,
+    pub(crate) layout: Layout,
 }
 
 /// An image as loaded from the index, with the manifests that carry it (usually one).
-struct Loaded {
-    image: Image,
-    manifests: Vec<String>,
+pub(crate) struct Loaded {
+    pub(crate) image: Image,
+    /// Hex digests of the manifests naming this image's config.
+    pub(crate) manifests: Vec<String>,
 }
 
 /// How a reference matched an image: docker untags for a name and deletes for an id.
-enum Matched {
+pub(crate) enum Matched {
     Name(String),
     Id,
 }
@@ -73,57 +73,12 @@ impl ImageStore {
         apply_changes(&mut config, changes)?;
 
         let staging = Staging::new(&self.layout.tmp_dir())?;
-        let staged = stage_import(&staging, archive, config)?;
+        let (batch, staged) = stage_import(&staging, archive, config, reference)?;
         let _lock = self.layout.lock()?;
-        self.install_import(&staged, reference.as_deref())?;
-        Ok(Image {
-            id: format!("sha256:{}", staged.config_hex),
-            references: reference.into_iter().collect(),
-            config: staged.config,
-            layers: vec![self.layout.layer_dir(&staged.layer.diff_id_hex)],
-            size: staged.layer.unpacked_size,
-        })
-    }
-
-    /// Moves staged content into place and names it in the index; with the lock held.
-    /// Anything moved is taken back out if a later step fails.
-    fn install_import(&self, staged: &Staged, reference: Option<&str>) -> Result<(), ImageError> {
-        let mut rollback = Rollback::default();
-        let diff = &staged.layer.diff_id_hex;
-        rollback.install(&staged.blob, &self.layout.blob_path(&staged.layer.blob_hex))?;
-        let layer_dir = self.layout.layer_dir(diff);
-        let sidecar = self.layout.layer_sidecar(diff);
-        if !layer_dir.exists() {
-            // The sidecar goes first: a layer directory in place implies its sidecar is. One
-            // already there without its directory is debris of an interrupted GC: replaced.
-            rollback.replace(&staged.sidecar, &sidecar)?;
-            rollback.install(&staged.layer_dir, &layer_dir)?;
-        } else if !sidecar.exists() {
-            rollback.install(&staged.sidecar, &sidecar)?;
-        }
-        // Otherwise the identical layer is already unpacked: the staged copy is dropped
-        // with the staging directory.
-        rollback.install(
-            &staged.config_blob,
-            &self.layout.blob_path(&staged.config_hex),
-        )?;
-        rollback.install(
-            &staged.manifest_blob,
-            &self.layout.blob_path(&staged.manifest_hex),
-        )?;
-        sync_dir(&self.layout.blobs_dir())?;
-        sync_dir(&self.layout.layers_dir())?;
-
-        let mut index = self.layout.read_index()?;
-        let descriptor = Descriptor::new(
-            MediaType::ImageManifest,
-            staged.manifest_size,
-            sha256_digest(&staged.manifest_hex)?,
-        );
-        add_to_index(&mut index, descriptor, reference);
-        self.layout.write_index(&index)?;
-        rollback.commit();
-        Ok(())
+        install_batch(&self.layout, &batch)?;
+        let mut image = self.image_from_config(staged.id, staged.config)?;
+        image.references = staged.references;
+        Ok(image)
     }
 
     /// Names the image `source` resolves to `target` (`docker tag`). If `target` named
@@ -132,7 +87,7 @@ impl ImageStore {
         let target = normalize_reference(target)?;
         let _lock = self.layout.lock()?;
         let mut index = self.layout.read_index()?;
-        let mut loaded = self.load(&index)?;
+        let mut loaded = self.images_in(&index)?;
         let (i, _) = find(&loaded, source)?;
         let mut image = loaded.swap_remove(i);
         if !image.image.references.contains(&target) {
@@ -154,14 +109,18 @@ impl ImageStore {
     /// All images, newest first.
     pub fn list(&self) -> Result<Vec<Image>, ImageError> {
         let index = self.layout.read_index()?;
-        Ok(self.load(&index)?.into_iter().map(|l| l.image).collect())
+        Ok(self
+            .images_in(&index)?
+            .into_iter()
+            .map(|l| l.image)
+            .collect())
     }
 
     /// Finds an image by `name[:tag]`, full id (`sha256:<hex>` or bare hex) or unique id
     /// prefix. A name is tried before an id prefix, as docker does.
     pub fn resolve(&self, reference: &str) -> Result<Image, ImageError> {
         let index = self.layout.read_index()?;
-        let mut loaded = self.load(&index)?;
+        let mut loaded = self.images_in(&index)?;
         let (i, _) = find(&loaded, reference)?;
         Ok(loaded.swap_remove(i).image)
     }
@@ -174,7 +133,7 @@ impl ImageStore {
     pub fn remove(&self, reference: &str, force: bool) -> Result<Vec<Removal>, ImageError> {
         let _lock = self.layout.lock()?;
         let mut index = self.layout.read_index()?;
-        let loaded = self.load(&index)?;
+        let loaded = self.images_in(&index)?;
         let (i, matched) = find(&loaded, reference)?;
         let target = &loaded[i];
         let image = &target.image;
@@ -211,8 +170,14 @@ impl ImageStore {
         Ok(removals)
     }
 
+    /// Every image named by the index (with the manifests naming it), newest first.
+    pub(crate) fn loaded(&self) -> Result<Vec<Loaded>, ImageError> {
+        let index = self.layout.read_index()?;
+        self.images_in(&index)
+    }
+
     /// Loads every image named by the index, merging manifests that share a config.
-    fn load(&self, index: &ImageIndex) -> Result<Vec<Loaded>, ImageError> {
+    fn images_in(&self, index: &ImageIndex) -> Result<Vec<Loaded>, ImageError> {
         let mut images: Vec<Loaded> = Vec::new();
         let mut by_manifest: HashMap<String, usize> = HashMap::new();
         for descriptor in index.manifests() {
@@ -266,7 +231,10 @@ impl ImageStore {
     }
 
     /// Reads a manifest and its config: (image id, config).
-    fn load_manifest(&self, hex: &str) -> Result<(String, ImageConfiguration), ImageError> {
+    pub(crate) fn load_manifest(
+        &self,
+        hex: &str,
+    ) -> Result<(String, ImageConfiguration), ImageError> {
         let manifest: ImageManifest = parse_json(&self.layout.read_blob(hex)?, hex)?;
         let config_hex = sha256_hex_of(manifest.config().digest()).ok_or_else(|| {
             ImageError::Corrupt(format!("manifest sha256:{hex} has a bad config digest"))
@@ -276,7 +244,7 @@ impl ImageStore {
         Ok((format!("sha256:{config_hex}"), config))
     }
 
-    fn image_from_config(
+    pub(crate) fn image_from_config(
         &self,
         id: String,
         config: ImageConfiguration,
@@ -367,31 +335,19 @@ impl ImageStore {
         sync_dir(&self.layout.layers_dir())?;
         sync_dir(&self.layout.blobs_dir())?;
         drop(trash);
+        self.layout.remove_dangling_links()?;
         sweep_stale_staging(&self.layout.tmp_dir())
     }
 }
 
-/// An import, complete and synced in its staging directory, not yet visible in the store.
-struct Staged {
-    layer: Imported,
-    config: ImageConfiguration,
-    config_hex: String,
-    manifest_hex: String,
-    manifest_size: u64,
-    blob: PathBuf,
-    layer_dir: PathBuf,
-    sidecar: PathBuf,
-    config_blob: PathBuf,
-    manifest_blob: PathBuf,
-}
-
-/// Reads the archive into `staging` and writes the config, manifest and layer sidecar next
-/// to it. Needs no lock: nothing outside the staging directory is touched.
+/// Reads the archive into `staging` as a one-layer image (config and manifest included).
+/// Needs no lock: nothing outside the staging directory is touched.
 fn stage_import(
     staging: &Staging,
     archive: impl Read,
     mut config: ImageConfiguration,
-) -> Result<Staged, ImageError> {
+    reference: Option<String>,
+) -> Result<(Batch, Image), ImageError> {
     let dir = staging.path();
     let blob = dir.join("blob");
     let layer_dir = dir.join("layer");
@@ -403,47 +359,52 @@ fn stage_import(
             "cannot create {}",
             layer_dir.display()
         )))?;
-    let layer = import_layer(archive, &blob, &layer_dir)?;
+    let layer = import_layer(archive, &blob, &layer_dir, false)?;
 
     let created = Timestamp::now().to_rfc3339();
-    complete_config(&mut config, &layer, &created);
+    complete_config(&mut config, &layer.diff_id_hex, &created);
     let config_bytes = to_json(&config)?;
-    let config_hex = sha256_hex(&config_bytes);
-    let manifest = build_manifest(&layer, &config_hex, config_bytes.len() as u64)?;
-    let manifest_bytes = to_json(&manifest)?;
+    let sidecar = dir.join("layer.json");
     let info = LayerInfo {
         size: layer.unpacked_size,
     };
-    let staged = Staged {
-        config_hex,
-        manifest_hex: sha256_hex(&manifest_bytes),
-        manifest_size: manifest_bytes.len() as u64,
-        blob,
-        layer_dir,
-        sidecar: dir.join("layer.json"),
-        config_blob: dir.join("config"),
-        manifest_blob: dir.join("manifest"),
-        layer,
+    fs::write(&sidecar, info.to_bytes()).map_err(ImageError::io(format!(
+        "cannot write {}",
+        sidecar.display()
+    )))?;
+    let mut batch = Batch::default();
+    batch.blobs.push((layer.blob_hex.clone(), blob));
+    batch.layers.push(StagedLayer {
+        diff_id_hex: layer.diff_id_hex.clone(),
+        dir: layer_dir,
+        sidecar,
+    });
+    let blobs = [LayerBlob {
+        hex: layer.blob_hex.clone(),
+        size: layer.blob_size,
+        gzip: layer.gzip,
+    }];
+    let staged = stage_image(
+        &mut batch,
+        dir,
+        "image",
+        &config_bytes,
+        &blobs,
+        reference.into_iter().collect(),
+    )?;
+    sync_staged(dir)?;
+    let image = Image {
+        id: format!("sha256:{}", staged.config_hex),
+        references: staged.references,
         config,
+        layers: Vec::new(),
+        size: layer.unpacked_size,
     };
-    for (path, bytes) in [
-        (&staged.config_blob, config_bytes),
-        (&staged.manifest_blob, manifest_bytes),
-        (&staged.sidecar, info.to_bytes()),
-    ] {
-        fs::write(path, bytes)
-            .map_err(ImageError::io(format!("cannot write {}", path.display())))?;
-    }
-    // One syncfs for the whole staged tree instead of an fsync per unpacked file: the content
-    // must be on disk before the index can point to it.
-    File::open(dir)
-        .and_then(|d| nix::unistd::syncfs(&d).map_err(std::io::Error::from))
-        .map_err(ImageError::io("cannot sync the staged import"))?;
-    Ok(staged)
+    Ok((batch, image))
 }
 
 /// Finds the image `reference` names: full id, then name, then unique id prefix.
-fn find(images: &[Loaded], reference: &str) -> Result<(usize, Matched), ImageError> {
+pub(crate) fn find(images: &[Loaded], reference: &str) -> Result<(usize, Matched), ImageError> {
     let id = parse_id(reference);
     if let Some(IdQuery::Full(hex)) = &id {
         let full = format!("sha256:{hex}");
@@ -478,76 +439,15 @@ fn find(images: &[Loaded], reference: &str) -> Result<(usize, Matched), ImageErr
 }
 
 /// Fills in what an import knows only after reading the archive.
-fn complete_config(config: &mut ImageConfiguration, imported: &Imported, created: &str) {
+fn complete_config(config: &mut ImageConfiguration, diff_id_hex: &str, created: &str) {
     config.set_created(Some(created.to_string()));
     let mut rootfs = RootFs::default();
-    rootfs.set_diff_ids(vec![format!("sha256:{}", imported.diff_id_hex)]);
+    rootfs.set_diff_ids(vec![format!("sha256:{diff_id_hex}")]);
     config.set_rootfs(rootfs);
     let mut history = History::default();
     history.set_created(Some(created.to_string()));
     history.set_created_by(Some("carton import".to_string()));
     config.set_history(Some(vec![history]));
-}
-
-fn build_manifest(
-    imported: &Imported,
-    config_hex: &str,
-    config_size: u64,
-) -> Result<ImageManifest, ImageError> {
-    let layer_type = if imported.gzip {
-        MediaType::ImageLayerGzip
-    } else {
-        MediaType::ImageLayer
-    };
-    ImageManifestBuilder::default()
-        .schema_version(2u32)
-        .media_type(MediaType::ImageManifest)
-        .config(Descriptor::new(
-            MediaType::ImageConfig,
-            config_size,
-            sha256_digest(config_hex)?,
-        ))
-        .layers(vec![Descriptor::new(
-            layer_type,
-            imported.blob_size,
-            sha256_digest(&imported.blob_hex)?,
-        )])
-        .build()
-        .map_err(|e| ImageError::Corrupt(format!("cannot build the manifest: {e}")))
-}
-
-/// Adds an index entry for `descriptor`'s manifest: named `reference`, or untagged. A
-/// reference that named another image moves here; that image keeps an untagged entry if
-/// nothing else names it (a dangling image, as in docker). An untagged entry of this manifest
-/// is dropped once it has a name.
-fn add_to_index(index: &mut ImageIndex, mut descriptor: Descriptor, reference: Option<&str>) {
-    let mut manifests = index.manifests().clone();
-    descriptor.set_annotations(None);
-    if let Some(reference) = reference {
-        let moved: Vec<Descriptor> = manifests
-            .iter()
-            .filter(|d| ref_name(d) == Some(reference))
-            .cloned()
-            .collect();
-        manifests.retain(|d| {
-            let untagged_here = d.digest() == descriptor.digest() && ref_name(d).is_none();
-            ref_name(d) != Some(reference) && !untagged_here
-        });
-        for mut old in moved {
-            let still_listed = manifests.iter().any(|d| d.digest() == old.digest());
-            if !still_listed && old.digest() != descriptor.digest() {
-                old.set_annotations(None);
-                manifests.push(old);
-            }
-        }
-        descriptor.set_annotations(Some(HashMap::from([(
-            ANNOTATION_REF_NAME.to_string(),
-            reference.to_string(),
-        )])));
-    }
-    manifests.push(descriptor);
-    index.set_manifests(manifests);
-    index.set_media_type(Some(MediaType::ImageIndex));
 }
 
 /// Drops the index entries for which `pred(manifest hex, ref name)` holds.
@@ -560,39 +460,29 @@ fn remove_descriptors(index: &mut ImageIndex, pred: impl Fn(&str, Option<&str>) 
     index.set_manifests(manifests);
 }
 
-fn ref_name(descriptor: &Descriptor) -> Option<&str> {
-    descriptor
-        .annotations()
-        .as_ref()
-        .and_then(|a| a.get(ANNOTATION_REF_NAME))
-        .map(String::as_str)
-}
-
 /// The hex of an index entry that is an image manifest stored by sha256.
-fn manifest_hex(descriptor: &Descriptor) -> Option<String> {
+pub(crate) fn manifest_hex(descriptor: &Descriptor) -> Option<String> {
     if *descriptor.media_type() != MediaType::ImageManifest {
         return None;
     }
     sha256_hex_of(descriptor.digest())
 }
 
-fn sha256_hex_of(digest: &Digest) -> Option<String> {
+pub(crate) fn sha256_hex_of(digest: &Digest) -> Option<String> {
     let text = digest.to_string();
     let hex = text.strip_prefix("sha256:")?;
     is_sha256_hex(hex).then(|| hex.to_string())
 }
 
-fn sha256_digest(hex: &str) -> Result<Digest, ImageError> {
-    Digest::from_str(&format!("sha256:{hex}"))
-        .map_err(|e| ImageError::Corrupt(format!("invalid digest sha256:{hex}: {e}")))
-}
-
-fn to_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, ImageError> {
+pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, ImageError> {
     serde_json::to_vec(value)
         .map_err(|e| ImageError::Corrupt(format!("cannot serialise JSON: {e}")))
 }
 
-fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8], hex: &str) -> Result<T, ImageError> {
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    hex: &str,
+) -> Result<T, ImageError> {
     serde_json::from_slice(bytes)
         .map_err(|e| ImageError::Corrupt(format!("blob sha256:{hex}: {e}")))
 }
@@ -608,51 +498,4 @@ fn dir_names(dir: &Path) -> Result<Vec<String>, ImageError> {
         }
     }
     Ok(names)
-}
-
-/// Content moved into the store by an import that has not reached the index yet. Dropped
-/// without [`Rollback::commit`] (an error, a panic), it removes that content again so that the
-/// store is exactly as before the import.
-#[derive(Default)]
-struct Rollback {
-    added: Vec<PathBuf>,
-    committed: bool,
-}
-
-impl Rollback {
-    /// Moves `staged` to `target` unless `target` already exists.
-    fn install(&mut self, staged: &Path, target: &Path) -> Result<(), ImageError> {
-        if install(staged, target)? {
-            self.added.push(target.to_path_buf());
-        }
-        Ok(())
-    }
-
-    /// Moves `staged` over `target` (a leftover that may or may not exist).
-    fn replace(&mut self, staged: &Path, target: &Path) -> Result<(), ImageError> {
-        fs::rename(staged, target).map_err(ImageError::io(format!(
-            "cannot move {} to {}",
-            staged.display(),
-            target.display()
-        )))?;
-        self.added.push(target.to_path_buf());
-        Ok(())
-    }
-
-    fn commit(mut self) {
-        self.committed = true;
-    }
-}
-
-impl Drop for Rollback {
-    fn drop(&mut self) {
-        if self.committed {
-            return;
-        }
-        for path in self.added.iter().rev() {
-            if let Err(e) = remove_tree(path) {
-                log::warn!("cannot roll back {}: {e}", path.display());
-            }
-        }
-    }
 }

@@ -12,9 +12,16 @@
 //! Directory metadata (mode, owner, xattrs, times) is applied in [`Unpacker::finish`], deepest
 //! first, after all content exists: creating children would otherwise bump the mtimes, and a
 //! read-only directory could not be filled.
+//!
+//! The layer directory is an overlay lower dir, so OCI whiteouts are written the way overlayfs
+//! reads them (see `whiteout.rs`): `.wh.X` becomes a 0/0 character device `X` (unless this
+//! layer itself has `X`: a layer's whiteouts only hide what is below it), `.wh..wh..opq` sets
+//! `trusted.overlay.opaque=y` on its directory. `trusted.overlay.*` xattrs that an archive
+//! carries are dropped: only these two conversions may speak to overlayfs.
 
 use super::ImageError;
 use super::digest::stream_error;
+use super::whiteout::{self, OciName};
 use nix::errno::Errno;
 use nix::fcntl::{AT_FDCWD, AtFlags, OFlag, OpenHow, ResolveFlag, openat, openat2};
 use nix::sys::stat::{
@@ -97,6 +104,24 @@ impl Unpacker {
         let meta = read_meta(entry, &shown)?;
         self.entries += 1;
 
+        if path
+            .iter()
+            .any(|c| whiteout::classify(c.as_bytes()) == OciName::AufsMeta)
+        {
+            log::debug!("skipping aufs metadata entry {shown:?}");
+            return Ok(());
+        }
+        if let Some(name) = path.file_name() {
+            match whiteout::classify(name.as_bytes()) {
+                OciName::Opaque => return self.opaque(&path, &shown),
+                OciName::Whiteout(target) => {
+                    let target = target.to_vec();
+                    return self.whiteout(&path, &target, &shown);
+                }
+                OciName::Plain | OciName::AufsMeta => {}
+            }
+        }
+
         // Pre-POSIX archives mark directories as regular files whose name ends in '/'.
         let is_dir = kind.is_dir() || (kind == EntryType::Regular && raw.ends_with(b"/"));
         if is_dir {
@@ -169,6 +194,58 @@ impl Unpacker {
             apply_to_fd(fd.as_fd(), &meta, self.privileged, &shown)?;
         }
         Ok(self.size)
+    }
+
+    /// `.wh.X`: a 0/0 character device `X` next to it, unless this layer already has `X`.
+    fn whiteout(&mut self, path: &Path, target: &[u8], shown: Shown) -> Result<(), ImageError> {
+        if target.is_empty() || target == b"." || target == b".." {
+            return Err(ImageError::InvalidArchive(format!(
+                "whiteout {shown:?} does not name a file"
+            )));
+        }
+        let parent = self.parent_dir(path, shown)?;
+        let target = OsStr::from_bytes(target);
+        match fstatat(parent.as_fd(), target, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            // An entry of this very layer: whiteouts only hide the layers below.
+            Ok(_) => return Ok(()),
+            Err(Errno::ENOENT) => {}
+            Err(e) => return Err(fs_error("inspect", shown)(e)),
+        }
+        match mknodat(parent.as_fd(), target, SFlag::S_IFCHR, Mode::empty(), 0) {
+            Ok(()) => Ok(()),
+            Err(Errno::EPERM) if !self.privileged => {
+                log::warn!("skipping whiteout {shown:?}: creating it needs privileges");
+                Ok(())
+            }
+            Err(e) => Err(fs_error("create whiteout", shown)(e)),
+        }
+    }
+
+    /// `.wh..wh..opq`: its directory hides everything the layers below have in it.
+    fn opaque(&mut self, path: &Path, shown: Shown) -> Result<(), ImageError> {
+        // Creates the directory if the archive did not list it (yet).
+        self.parent_dir(path, shown)?;
+        let dir = path.parent().unwrap_or(Path::new(""));
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let fd =
+            open_beneath(self.root.as_fd(), dir, flags).map_err(|e| resolve_error(e, shown))?;
+        if dir.as_os_str().is_empty() {
+            // overlayfs never looks at the opaque flag of a layer's root.
+            log::warn!("opaque marker {shown:?} at the layer root cannot hide the layers below");
+        }
+        let key = CString::new(whiteout::OPAQUE_XATTR).unwrap_or_default();
+        let value = whiteout::OPAQUE_VALUE;
+        // SAFETY: NUL-terminated key, valid value slice, live fd.
+        let rc = unsafe {
+            libc::fsetxattr(
+                fd.as_raw_fd(),
+                key.as_ptr(),
+                value.as_ptr().cast(),
+                value.len(),
+                0,
+            )
+        };
+        xattr_result(rc, &key, self.privileged, shown)
     }
 
     fn directory(&mut self, path: PathBuf, meta: Meta, shown: Shown) -> Result<(), ImageError> {
@@ -515,6 +592,10 @@ fn read_meta<R: Read>(entry: &mut tar::Entry<'_, R>, shown: Shown) -> Result<Met
                     mtime = t;
                 }
             } else if let Some(name) = key.strip_prefix("SCHILY.xattr.") {
+                if !whiteout::is_portable_xattr(name.as_bytes()) {
+                    log::warn!("dropping xattr {name:?} of {shown:?}: reserved for overlayfs");
+                    continue;
+                }
                 let name = CString::new(name).map_err(|e| bad("xattr name", &e))?;
                 xattrs.push((name, extension.value_bytes().to_vec()));
             }

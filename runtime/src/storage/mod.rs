@@ -52,25 +52,38 @@ impl ContainerLayer {
         self.dir.join("upper")
     }
 
-    /// overlayfs mount data: `lowerdir=TOP:…:BOTTOM,upperdir=…,workdir=…`.
+    /// overlayfs mount data: `lowerdir=TOP:…:BOTTOM,upperdir=…,workdir=…,redirect_dir=off,
+    /// metacopy=off`.
+    ///
+    /// Lower layers are named by their short links (`images/l/<12 hex>`, see
+    /// `image::short_layer_path`) where the store has them, so that images of up to ~100
+    /// layers fit the kernel's one-page limit on mount options.
+    ///
+    /// `redirect_dir=off` and `metacopy=off` keep `upper/` self-contained, which `commit`
+    /// relies on: with redirects a renamed lower directory is only a pointer into the lower
+    /// layers, and with metacopy a chmod'ed file is copied up without its data. (They are
+    /// the defaults of most kernels; saying so makes carton independent of the host's.)
     pub fn overlay_data(&self) -> Result<String, StorageError> {
         let upper = self.upper();
         let work = self.dir.join("work");
-        let all = self.lower.iter().chain([&upper, &work]);
-        for path in all {
+        let lower: Vec<PathBuf> = self
+            .lower
+            .iter()
+            .rev()
+            .map(|p| crate::image::short_layer_path(p))
+            .collect();
+        for path in lower.iter().chain([&upper, &work]) {
             let text = path.to_string_lossy();
             if text.contains(',') || text.contains(':') {
                 return Err(StorageError::UnusablePath(path.clone()));
             }
         }
-        let lower: Vec<String> = self
-            .lower
+        let lower: Vec<String> = lower
             .iter()
-            .rev()
             .map(|p| p.to_string_lossy().into_owned())
             .collect();
         let data = format!(
-            "lowerdir={},upperdir={},workdir={}",
+            "lowerdir={},upperdir={},workdir={},{SELF_CONTAINED_UPPER}",
             lower.join(":"),
             upper.display(),
             work.display()
@@ -81,6 +94,25 @@ impl ContainerLayer {
         }
         Ok(data)
     }
+}
+
+/// See [`ContainerLayer::overlay_data`].
+const SELF_CONTAINED_UPPER: &str = "redirect_dir=off,metacopy=off";
+
+/// Read-only overlay data showing a container's files as they are now: its `upper/` as the
+/// topmost lower layer over the image layers, taken from the container's own mount data
+/// (`overlay_data`). Used to export a stopped container without an upper or work dir.
+pub fn read_only_view(overlay_data: &str) -> Option<String> {
+    let mut lower = None;
+    let mut upper = None;
+    for option in overlay_data.split(',') {
+        if let Some(v) = option.strip_prefix("lowerdir=") {
+            lower = Some(v);
+        } else if let Some(v) = option.strip_prefix("upperdir=") {
+            upper = Some(v);
+        }
+    }
+    Some(format!("lowerdir={}:{}", upper?, lower?))
 }
 
 #[cfg(test)]
@@ -95,7 +127,14 @@ mod tests {
         let d = dir.path().display();
         assert_eq!(
             layer.overlay_data().unwrap(),
-            format!("lowerdir=/l/top:/l/bottom,upperdir={d}/upper,workdir={d}/work")
+            format!(
+                "lowerdir=/l/top:/l/bottom,upperdir={d}/upper,workdir={d}/work,\
+                 redirect_dir=off,metacopy=off"
+            )
+        );
+        assert_eq!(
+            read_only_view(&layer.overlay_data().unwrap()).unwrap(),
+            format!("lowerdir={d}/upper:/l/top:/l/bottom")
         );
         assert!(dir.path().join("merged").is_dir());
     }

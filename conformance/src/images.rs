@@ -1,0 +1,443 @@
+//! What the image scenarios need besides the fixture: committing, a container's view of a
+//! directory tree as comparable lines, image archives built by hand (hostile ones included),
+//! and the external tools of the interop scenarios — skopeo, umoci, podman — run with a
+//! deadline, in the scenario's network namespace, podman with a private configuration and
+//! storage.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::cgroup;
+use crate::host::sha256_hex;
+use crate::{Carton, is_image_id, lines};
+
+/// Deadline of one external tool invocation (podman's first run sets up its storage).
+pub const TOOL_DEADLINE: Duration = Duration::from_secs(120);
+
+/// The freezer file of a container's cgroup.
+pub const FREEZER: cgroup::File = cgroup::File {
+    v1: ("freezer", "freezer.state"),
+    v2: "cgroup.freeze",
+};
+
+/// A shell script listing every path below `$1` (relative, sorted) as
+/// `path|type|mode|uid:gid[|links]` with, for files, the md5 of the content and for symlinks
+/// the target. Timestamps are left out: the scenarios compare what a tree *holds*.
+pub const LIST_TREE_SH: &str = r#"cd "$1" || exit 1
+find . | sort | while read -r p; do
+  if [ -L "$p" ]; then t="link:$(readlink "$p")"; n=""
+  elif [ -f "$p" ]; then t="file:$(md5sum < "$p" | cut -d' ' -f1)"; n="|$(stat -c %h "$p")"
+  elif [ -d "$p" ]; then t=dir; n=""
+  else t="other"; n=""; fi
+  echo "$p|$t|$(stat -c '%a|%u:%g' "$p")$n"
+done"#;
+
+/// The files carton bind-mounts into every container's /etc (per container, not image content).
+pub const ETC_MOUNTS: [&str; 3] = ["./hostname", "./hosts", "./resolv.conf"];
+
+/// Parses [`LIST_TREE_SH`]'s output into path → description.
+pub fn parse_tree(out: &str) -> BTreeMap<String, String> {
+    lines(out)
+        .into_iter()
+        .filter_map(|l| {
+            let (path, rest) = l.split_once('|')?;
+            Some((path.to_string(), rest.to_string()))
+        })
+        .collect()
+}
+
+impl Carton {
+    /// `carton commit <args…>`: asserts success and an image id on stdout; returns it.
+    #[track_caller]
+    pub fn commit(&self, args: &[&str]) -> String {
+        let out = self.cmd().arg("commit").args(args).stdout_ok();
+        let id = out.trim().to_string();
+        assert!(is_image_id(&id), "commit printed {out:?}, not an image id");
+        id
+    }
+
+    /// `carton inspect IMAGE`, the one object.
+    #[track_caller]
+    pub fn inspect_image(&self, image: &str) -> Value {
+        let out = self.cmd().args(["inspect", image]).stdout_ok();
+        let mut all: Vec<Value> =
+            serde_json::from_str(&out).unwrap_or_else(|e| panic!("inspect {image}: {e}: {out}"));
+        assert_eq!(all.len(), 1, "inspect {image}: {out}");
+        all.remove(0)
+    }
+
+    /// The image's diff_ids (RootFS.Layers of `inspect`).
+    #[track_caller]
+    pub fn image_layers(&self, image: &str) -> Vec<String> {
+        self.inspect_image(image)["RootFS"]["Layers"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no RootFS.Layers for {image}"))
+            .iter()
+            .map(|v| v.as_str().unwrap_or_default().to_string())
+            .collect()
+    }
+
+    /// The tree below `dir` as a fresh container of `image` sees it ([`LIST_TREE_SH`]).
+    #[track_caller]
+    pub fn tree_in(&self, image: &str, dir: &str) -> BTreeMap<String, String> {
+        let out = self.run_ok([
+            "--rm",
+            "--network",
+            "none",
+            image,
+            "sh",
+            "-c",
+            LIST_TREE_SH,
+            "list",
+            dir,
+        ]);
+        parse_tree(&out)
+    }
+
+    /// `carton history IMAGE` rows (IMAGE, CREATED BY, SIZE, COMMENT), newest first.
+    #[track_caller]
+    pub fn history_rows(&self, image: &str) -> Vec<Vec<String>> {
+        let out = self
+            .cmd()
+            .args(["history", "--no-trunc", image])
+            .stdout_ok();
+        let mut rows = out.lines();
+        let header = rows.next().unwrap_or_default();
+        // "CREATED" first matches the CREATED column, which comes before CREATED BY.
+        let starts: Vec<usize> = ["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"]
+            .iter()
+            .map(|h| {
+                header
+                    .find(h)
+                    .unwrap_or_else(|| panic!("no {h} column in {header:?}"))
+            })
+            .collect();
+        rows.filter(|l| !l.trim().is_empty())
+            .map(|line| {
+                let cell = |i: usize| {
+                    let from = starts[i].min(line.len());
+                    let to = starts
+                        .get(i + 1)
+                        .copied()
+                        .unwrap_or(line.len())
+                        .min(line.len());
+                    line[from..to].trim().to_string()
+                };
+                vec![cell(0), cell(2), cell(3), cell(4)]
+            })
+            .collect()
+    }
+}
+
+/// Creates `base:data` (in `ct`'s busybox): busybox plus a /data tree to change, committed from
+/// a container — so that a scenario's "lower layer" is itself a commit. Returns its name.
+#[track_caller]
+pub fn base_image(ct: &Carton) -> String {
+    ct.run_ok([
+        "--name",
+        "setup",
+        "--network",
+        "none",
+        "busybox",
+        "sh",
+        "-c",
+        "mkdir -p /data/old /data/dir && echo keep > /data/keep && echo modify > /data/modify \
+         && echo gone > /data/gone && echo inner > /data/old/inner && echo sub > /data/dir/sub \
+         && echo m > /data/mode && chmod 644 /data/mode && echo o > /data/owned",
+    ]);
+    ct.commit(&["setup", "base:data"]);
+    ct.cmd().args(["rm", "setup"]).stdout_ok();
+    "base:data".to_string()
+}
+
+/// What a changing container does to [`base_image`]'s /data: create, modify and delete files
+/// of the lower layer, replace a directory with a new one (opaque), delete a directory, change
+/// a mode and an owner, add a hard link and a symlink.
+pub const CHANGES: &str = "echo more >> /data/modify && echo new > /data/new && rm /data/gone \
+    && rm -rf /data/old && mkdir /data/old && echo fresh > /data/old/fresh \
+    && rm -r /data/dir \
+    && chmod 600 /data/mode && chown 1000:1000 /data/owned \
+    && ln /data/new /data/hard && ln -s keep /data/sym";
+
+/// `base:data` with [`CHANGES`] committed as `changed:v1`; returns its id.
+#[track_caller]
+pub fn changed_image(ct: &Carton) -> String {
+    let base = base_image(ct);
+    ct.run_ok([
+        "--name",
+        "changer",
+        "--network",
+        "none",
+        &base,
+        "sh",
+        "-c",
+        CHANGES,
+    ]);
+    let id = ct.commit(&["changer", "changed:v1"]);
+    ct.cmd().args(["rm", "changer"]).stdout_ok();
+    id
+}
+
+/// [`LIST_TREE_SH`] run on the host (for a tree a tool unpacked), bytewise sorted like busybox.
+#[track_caller]
+pub fn tree_on_host(dir: &Path) -> BTreeMap<String, String> {
+    let out = Command::new("sh")
+        .args(["-c", LIST_TREE_SH, "list"])
+        .arg(dir)
+        .env("LC_ALL", "C")
+        .output()
+        .expect("run sh");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    parse_tree(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// Bytes used below `path` (allocated blocks), not following symlinks.
+pub fn disk_usage(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return 0;
+    };
+    let mut total = meta.blocks() * 512;
+    if meta.is_dir() {
+        for entry in std::fs::read_dir(path).into_iter().flatten().flatten() {
+            total += disk_usage(&entry.path());
+        }
+    }
+    total
+}
+
+/// Members of a tar archive (plain) as (path, content) in order; directories skipped.
+pub fn read_archive(bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut archive = tar::Archive::new(bytes);
+    for entry in archive.entries().expect("read archive") {
+        let mut entry = entry.expect("archive entry");
+        if entry.header().entry_type().is_dir() {
+            continue;
+        }
+        let path = entry.path().expect("entry path").display().to_string();
+        let mut data = Vec::new();
+        entry.read_to_end(&mut data).expect("entry data");
+        out.push((path, data));
+    }
+    out
+}
+
+/// Writes members (regular files, or symlinks when the content starts with `->`) as a tar.
+pub fn write_archive(members: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for (path, data) in members {
+        let mut header = tar::Header::new_gnu();
+        header.set_mode(0o644);
+        header.set_mtime(1_600_000_000);
+        if let Some(target) = data.strip_prefix(b"->") {
+            header.set_size(0);
+            header.set_entry_type(tar::EntryType::Symlink);
+            let target = String::from_utf8_lossy(target).into_owned();
+            builder
+                .append_link(&mut header, path, target)
+                .expect("append link");
+        } else {
+            header.set_size(data.len() as u64);
+            header.set_entry_type(tar::EntryType::Regular);
+            builder
+                .append_data(&mut header, path, &data[..])
+                .expect("append file");
+        }
+    }
+    builder.into_inner().expect("finish archive")
+}
+
+/// A docker-archive (legacy layout: `<hex>.json` config, `<n>/layer.tar`) of one image whose
+/// layers are the given tar streams; `diff_ids` default to their digests.
+pub fn docker_archive(layers: &[Vec<u8>], diff_ids: Option<Vec<String>>, tag: &str) -> Vec<u8> {
+    let diff_ids = diff_ids.unwrap_or_else(|| {
+        layers
+            .iter()
+            .map(|l| format!("sha256:{}", sha256_hex(l)))
+            .collect()
+    });
+    let config = serde_json::to_vec(&json!({
+        "architecture": host_arch(),
+        "os": "linux",
+        "config": {"Cmd": ["sh"]},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    }))
+    .expect("config json");
+    let config_name = format!("{}.json", sha256_hex(&config));
+    let layer_names: Vec<String> = (0..layers.len())
+        .map(|i| format!("{i}/layer.tar"))
+        .collect();
+    let manifest = json!([{"Config": config_name, "RepoTags": [tag], "Layers": layer_names}]);
+    let mut members = vec![
+        (
+            "manifest.json".to_string(),
+            manifest.to_string().into_bytes(),
+        ),
+        (config_name, config),
+    ];
+    members.extend(layer_names.into_iter().zip(layers.iter().cloned()));
+    write_archive(&members)
+}
+
+/// GOARCH of this machine, as image configs name it.
+pub fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        other => other,
+    }
+}
+
+/// `name` found on PATH.
+pub fn find_tool(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+}
+
+/// Runs `cmd` in the scenario's network namespace with a deadline; returns its output. Panics
+/// (after killing it) when it does not finish in time.
+pub fn run_tool(ct: &Carton, mut cmd: Command, deadline: Duration) -> Output {
+    ct.netns().apply(&mut cmd);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let desc = format!("{cmd:?}");
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {desc}: {e}"));
+    let mut stdout = child.stdout.take().expect("piped");
+    let mut stderr = child.stderr.take().expect("piped");
+    let out_thread = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = stdout.read_to_end(&mut buf);
+        buf
+    });
+    let err_thread = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = stderr.read_to_end(&mut buf);
+        buf
+    });
+    let until = Instant::now() + deadline;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() > until {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{desc} did not finish within {deadline:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: out_thread.join().unwrap_or_default(),
+        stderr: err_thread.join().unwrap_or_default(),
+    }
+}
+
+/// Like [`run_tool`], asserting success; returns stdout.
+#[track_caller]
+pub fn tool_ok(ct: &Carton, cmd: Command) -> String {
+    let desc = format!("{cmd:?}");
+    let out = run_tool(ct, cmd, TOOL_DEADLINE);
+    assert!(
+        out.status.success(),
+        "{desc} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// podman with its own configuration and storage under the scenario's directory, so that it
+/// never touches the machine's: `containers.conf` with ulimits this machine can grant (no
+/// CAP_SYS_RESOURCE here), the cgroupfs manager and file event log; vfs storage; always
+/// `--network none` for containers. Commands run in a private mount namespace where the
+/// (empty) cgroup2 tree of a hybrid host is unmounted, which crun refuses otherwise.
+pub struct Podman {
+    bin: PathBuf,
+    dir: PathBuf,
+}
+
+impl Podman {
+    /// None (after printing why) when podman is not installed.
+    pub fn new(ct: &Carton) -> Option<Podman> {
+        let Some(bin) = find_tool("podman") else {
+            crate::skip("podman is not installed (apt-get install podman)");
+            return None;
+        };
+        let dir = ct.work().join("podman");
+        std::fs::create_dir_all(dir.join("tmp")).expect("podman dir");
+        // tmp_dir: podman's runtime state (locks, exit codes, event log), /run/libpod otherwise.
+        std::fs::write(
+            dir.join("containers.conf"),
+            format!(
+                "[containers]\n\
+                 default_ulimits = [\"nofile=20000:20000\", \"nproc=32768:32768\"]\n\
+                 [engine]\n\
+                 cgroup_manager = \"cgroupfs\"\n\
+                 events_logger = \"file\"\n\
+                 tmp_dir = \"{}\"\n",
+                dir.join("libpod").display()
+            ),
+        )
+        .expect("containers.conf");
+        Some(Podman { bin, dir })
+    }
+
+    /// `podman <global storage flags> <args…>` as a command.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("unshare");
+        // Inside: drop the hybrid host's cgroup2 mount (if any) from this private namespace.
+        cmd.args([
+            "-m",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            "umount /sys/fs/cgroup/unified 2>/dev/null; exec \"$@\"",
+            "podman",
+        ]);
+        cmd.arg(&self.bin)
+            .arg("--root")
+            .arg(self.dir.join("root"))
+            .arg("--runroot")
+            .arg(self.dir.join("run"))
+            .args(["--storage-driver", "vfs", "--cgroup-manager", "cgroupfs"])
+            .args(args)
+            .env("CONTAINERS_CONF", self.dir.join("containers.conf"))
+            .env("TMPDIR", self.dir.join("tmp"));
+        cmd
+    }
+
+    /// Runs podman and asserts success; returns stdout.
+    #[track_caller]
+    pub fn ok(&self, ct: &Carton, args: &[&str]) -> String {
+        tool_ok(ct, self.command(args))
+    }
+
+    /// Removes the images from podman's private storage (which goes with the scenario's
+    /// directory). Not `system reset`: that also deletes the machine's podman networks.
+    pub fn clean_up(&self, ct: &Carton) {
+        let _ = run_tool(
+            ct,
+            self.command(&["rmi", "--all", "--force"]),
+            TOOL_DEADLINE,
+        );
+    }
+}

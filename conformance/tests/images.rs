@@ -1,0 +1,477 @@
+//! The layered image store ("overlay commit"): a container's changes become a layer — and a
+//! container of the new image sees exactly them; history, tag, rmi, inspect; save → load into
+//! an empty root; export of stopped and running containers; a running container frozen for
+//! its commit.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use conformance::containers::{IDLE_UNTIL_TERM, SYNC_SH};
+use conformance::images::{
+    CHANGES, ETC_MOUNTS, FREEZER, LIST_TREE_SH, base_image, disk_usage, read_archive,
+};
+use conformance::{Carton, Snapshot, cgroup, lines};
+
+#[test]
+fn overlay_commit_captures_exactly_the_containers_changes() {
+    let Some(ct) = Carton::with_busybox() else {
+        return;
+    };
+    let base = base_image(&ct);
+    let base_tree = ct.tree_in(&base, "/data");
+    let base_layers = ct.image_layers(&base);
+    let layer_snapshots: Vec<Snapshot> = layer_dirs(&ct, &base_layers)
+        .iter()
+        .map(|d| Snapshot::of(d))
+        .collect();
+
+    // The changes, then the container's own view of /data ($1 of the listing script).
+    let script = format!("{CHANGES} || exit 1\n{LIST_TREE_SH}");
+    let seen_inside = ct.run_ok([
+        "--name", "changer", &base, "sh", "-c", &script, "list", "/data",
+    ]);
+    let expected = conformance::images::parse_tree(&seen_inside);
+    assert!(expected.contains_key("./old/fresh") && !expected.contains_key("./gone"));
+
+    let id = ct.commit(&["-m", "the changes", "changer", "changed:v1"]);
+    let tree = ct.tree_in("changed:v1", "/data");
+    assert_eq!(
+        tree, expected,
+        "a container of the committed image sees what the container left"
+    );
+    assert!(tree["./mode"].contains("|600|"), "{}", tree["./mode"]);
+    assert!(
+        tree["./owned"].contains("|1000:1000|"),
+        "{}",
+        tree["./owned"]
+    );
+    assert!(
+        tree["./new"].ends_with("|2"),
+        "hard link count: {}",
+        tree["./new"]
+    );
+    assert_eq!(tree["./sym"], "link:keep|777|0:0");
+    assert!(!tree.contains_key("./old/inner") && !tree.contains_key("./dir"));
+
+    // Nothing else: the new layer holds /data's changes only (no /etc placeholders, no
+    // whiteout of anything else), and the rest of the rootfs is the parent's.
+    let layers = ct.image_layers("changed:v1");
+    assert_eq!(layers.len(), base_layers.len() + 1);
+    assert_eq!(&layers[..base_layers.len()], &base_layers[..]);
+    let members = layer_members(&ct, "changed:v1", layers.last().unwrap());
+    assert_eq!(
+        members,
+        [
+            "data/",
+            "data/.wh.dir",
+            "data/.wh.gone",
+            "data/hard",
+            "data/mode",
+            "data/modify",
+            "data/new",
+            "data/old/",
+            "data/old/.wh..wh..opq",
+            "data/old/fresh",
+            "data/owned",
+            "data/sym",
+        ]
+    );
+    for dir in ["/bin", "/etc", "/root", "/tmp"] {
+        let tree = |image: &str| {
+            let mut tree = ct.tree_in(image, dir);
+            // Bind-mounted per container: not the image's.
+            tree.retain(|path, _| dir != "/etc" || !ETC_MOUNTS.contains(&path.as_str()));
+            tree
+        };
+        assert_eq!(tree("changed:v1"), tree(&base), "{dir} differs");
+    }
+
+    // The parent is unchanged, on disk and as containers see it.
+    assert_eq!(ct.tree_in(&base, "/data"), base_tree);
+    for (before, dir) in layer_snapshots.iter().zip(layer_dirs(&ct, &base_layers)) {
+        before.assert_unchanged(&Snapshot::of(&dir), "a parent layer after the commit");
+    }
+
+    // history: one more row, newest first, with the command and the message.
+    let rows = ct.history_rows("changed:v1");
+    let parent_rows = ct.history_rows(&base);
+    assert_eq!(rows.len(), parent_rows.len() + 1);
+    assert_eq!(rows[0][0], id);
+    assert!(rows[0][1].contains("echo more >> /data/modify"), "{rows:?}");
+    assert_eq!(rows[0][3], "the changes");
+    assert_eq!(rows[1..], parent_rows[..]);
+    let inspect = ct.inspect_image("changed:v1");
+    assert_eq!(inspect["Id"], id.as_str());
+    assert_eq!(inspect["RepoTags"], serde_json::json!(["changed:v1"]));
+    ct.finish();
+}
+
+#[test]
+fn a_commit_of_a_commit_stacks_three_layers() {
+    let Some(ct) = Carton::with_busybox() else {
+        return;
+    };
+    ct.run_ok(["--name", "one", "busybox", "sh", "-c", "echo a > /a"]);
+    let first = ct.commit(&["one", "stack:1"]);
+    ct.run_ok([
+        "--name",
+        "two",
+        "stack:1",
+        "sh",
+        "-c",
+        "echo b > /b && rm /a",
+    ]);
+    let second = ct.commit(&["two", "stack:2"]);
+    let layers = ct.image_layers("stack:2");
+    assert_eq!(layers.len(), 3);
+    assert_eq!(&layers[..2], &ct.image_layers("stack:1")[..]);
+    assert_eq!(
+        lines(&ct.run_ok([
+            "--rm",
+            "stack:2",
+            "sh",
+            "-c",
+            "cat /b; [ -e /a ] || echo a-gone"
+        ])),
+        ["b", "a-gone"]
+    );
+    assert_eq!(ct.run_ok(["--rm", "stack:1", "cat", "/a"]).trim(), "a");
+    let ids: Vec<String> = ct
+        .history_rows("stack:2")
+        .into_iter()
+        .map(|r| r[0].clone())
+        .collect();
+    let short = |id: &str| id.to_string();
+    assert_eq!(ids, [short(&second), short(&first), short(ct.busybox_id())]);
+    ct.finish();
+}
+
+#[test]
+fn committing_a_running_container_freezes_it_and_thaws_it() {
+    let Some(ct) = Carton::with_busybox() else {
+        return;
+    };
+    if cgroup::version().is_none() {
+        conformance::skip("no cgroups: nothing to freeze a container with");
+        return;
+    }
+    if cgroup::version() == Some(cgroup::Version::V1) && !cgroup::has_controller("freezer") {
+        conformance::skip("the v1 freezer controller is not mounted");
+        return;
+    }
+    let sync = ct.handshake();
+    // A big file makes the commit last long enough to be seen frozen; the counter shows the
+    // container running before and after.
+    let script = format!(
+        "{SYNC_SH} dd if=/dev/zero of=/big bs=1M count=96 2>/dev/null; s ready; \
+         i=0; while true; do i=$((i+1)); echo $i > /tmp/counter; sleep 0.01; done"
+    );
+    let id = ct.run_detached([
+        "-v",
+        &sync.volume(),
+        "--name",
+        "busy",
+        "busybox",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    sync.wait_for("ready");
+    let freezer = cgroup::host_path(&id, FREEZER).expect("the container's freezer file");
+    let frozen = |text: &str| matches!(text.trim(), "FROZEN" | "1");
+
+    let mut commit = ct.cmd();
+    commit.args(["commit", "busy", "frozen:1"]);
+    let mut running = commit.spawn();
+    let mut seen_frozen = false;
+    while running.try_wait().is_none() {
+        if std::fs::read_to_string(&freezer).is_ok_and(|t| frozen(&t)) {
+            seen_frozen = true;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let out = running.wait();
+    assert!(
+        out.status.success(),
+        "commit failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        seen_frozen,
+        "the container's cgroup was never frozen during the commit"
+    );
+    let state = std::fs::read_to_string(&freezer).unwrap();
+    assert!(!frozen(&state), "still frozen after the commit: {state:?}");
+
+    // It runs on: the counter moves.
+    let read = || {
+        ct.cmd()
+            .args(["exec", "busy", "cat", "/tmp/counter"])
+            .stdout_ok()
+            .trim()
+            .parse::<u64>()
+            .unwrap()
+    };
+    let before = read();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while read() == before {
+        assert!(
+            Instant::now() < deadline,
+            "the counter stopped at {before}: still frozen?"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let size = ct.run_ok(["--rm", "frozen:1", "stat", "-c", "%s", "/big"]);
+    assert_eq!(size.trim(), (96 << 20).to_string());
+
+    // --pause=false commits it without freezing.
+    ct.commit(&["--pause=false", "busy", "unpaused:1"]);
+    ct.cmd().args(["rm", "-f", "busy"]).stdout_ok();
+    ct.finish();
+}
+
+#[test]
+fn save_then_load_into_an_empty_root_runs_the_same_files() {
+    let Some(ct) = Carton::with_busybox() else {
+        return;
+    };
+    let base = base_image(&ct);
+    ct.run_ok(["--name", "changer", &base, "sh", "-c", CHANGES]);
+    let id = ct.commit(&["changer", "changed:v1"]);
+    let expected = ct.tree_in("changed:v1", "/data");
+    let archive = ct.path("changed.tar");
+    ct.cmd()
+        .args(["save", "-o"])
+        .arg(&archive)
+        .arg("changed:v1")
+        .stdout_ok();
+
+    let Some(other) = Carton::new() else { return };
+    let out = other.cmd().arg("load").arg("-i").arg(&archive).stdout_ok();
+    assert_eq!(lines(&out), ["Loaded image: changed:v1"]);
+    assert_eq!(other.tree_in("changed:v1", "/data"), expected);
+    assert_eq!(
+        other.inspect_image("changed:v1")["Id"],
+        id.as_str(),
+        "same image id"
+    );
+    let layers = ct.image_layers("changed:v1");
+    assert_eq!(other.image_layers("changed:v1"), layers);
+    // Digest-identical layer blobs in both stores.
+    for diff_id in &layers {
+        // Plain layers: the blob's digest is the diff_id.
+        let blob = |c: &Carton| {
+            std::fs::read(c.root().join("images/blobs/sha256").join(&diff_id[7..]))
+                .unwrap_or_else(|e| panic!("layer blob {diff_id}: {e}"))
+        };
+        assert!(blob(&ct) == blob(&other), "layer blob {diff_id} differs");
+    }
+    assert_eq!(
+        other.history_rows("changed:v1").len(),
+        ct.history_rows("changed:v1").len()
+    );
+
+    // Through a pipe, gzip'ed on the way, into a third root.
+    let saved = ct.cmd().args(["save", "changed:v1"]).output();
+    assert!(saved.status.success());
+    let gz = {
+        use std::io::Write;
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(&saved.stdout).unwrap();
+        enc.finish().unwrap()
+    };
+    let Some(third) = Carton::new() else { return };
+    third.cmd().arg("load").write_stdin(gz).stdout_ok();
+    assert_eq!(third.tree_in("changed:v1", "/data"), expected);
+    other.finish();
+    third.finish();
+    ct.finish();
+}
+
+#[test]
+fn rmi_frees_the_disk_a_commit_used() {
+    let Some(ct) = Carton::with_busybox() else {
+        return;
+    };
+    let images = ct.root().join("images");
+    let before = Snapshot::of(&images);
+    let usage = disk_usage(&images);
+    ct.run_ok([
+        "--name",
+        "writer",
+        "busybox",
+        "sh",
+        "-c",
+        "dd if=/dev/zero of=/payload bs=1M count=16 2>/dev/null",
+    ]);
+    let id = ct.commit(&["writer", "payload:1"]);
+    ct.cmd().args(["tag", "payload:1", "payload:2"]).stdout_ok();
+    assert!(
+        disk_usage(&images) > usage + (30 << 20),
+        "layer dir + blob stored"
+    );
+
+    // In use by a container: deleting it is refused.
+    ct.run_ok(["--name", "user", "payload:1", "true"]);
+    let out = ct.cmd().args(["rmi", "-f", &id]).assert().code(125);
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(stderr.contains("is using its referenced image"), "{stderr}");
+    ct.cmd().args(["rm", "user", "writer"]).stdout_ok();
+
+    let out = ct.cmd().args(["rmi", "payload:1"]).stdout_ok();
+    assert_eq!(lines(&out), ["Untagged: payload:1"]);
+    let out = ct.cmd().args(["rmi", "payload:2"]).stdout_ok();
+    assert_eq!(lines(&out)[0], "Untagged: payload:2");
+    assert!(lines(&out)[1].starts_with("Deleted: sha256:"));
+    before.assert_unchanged(&Snapshot::of(&images), "the store after rmi of the commit");
+    assert!(disk_usage(&images) <= usage + 8192, "disk freed");
+    ct.finish();
+}
+
+#[test]
+fn tag_names_an_image_and_images_lists_every_name() {
+    let Some(ct) = Carton::with_busybox() else {
+        return;
+    };
+    ct.cmd().args(["tag", "busybox", "mine:1"]).stdout_ok();
+    ct.cmd()
+        .args(["tag", ct.busybox_id(), "localhost:5000/team/mine"])
+        .stdout_ok();
+    let out = ct.cmd().arg("images").stdout_ok();
+    let rows = lines(&out);
+    assert!(rows[0].starts_with("REPOSITORY"), "{out}");
+    let short = &ct.busybox_id()[7..19];
+    for (repo, tag) in [
+        ("busybox", "latest"),
+        ("mine", "1"),
+        ("localhost:5000/team/mine", "latest"),
+    ] {
+        assert!(
+            rows.iter().any(|r| {
+                let cells: Vec<&str> = r.split_whitespace().collect();
+                cells.len() >= 3 && cells[0] == repo && cells[1] == tag && cells[2] == short
+            }),
+            "no row {repo} {tag} {short} in:\n{out}"
+        );
+    }
+    assert_eq!(ct.run_ok(["--rm", "mine:1", "echo", "ok"]).trim(), "ok");
+    ct.finish();
+}
+
+#[test]
+fn export_writes_the_flattened_rootfs_of_stopped_and_running_containers() {
+    let Some(ct) = Carton::with_busybox() else {
+        return;
+    };
+    let base = base_image(&ct);
+    let sync = ct.handshake();
+    let script = format!("{CHANGES} && {SYNC_SH} s ready; {IDLE_UNTIL_TERM}");
+    ct.run_detached([
+        "-v",
+        &sync.volume(),
+        "--name",
+        "live",
+        &base,
+        "sh",
+        "-c",
+        &script,
+    ]);
+    sync.wait_for("ready");
+    ct.run_ok(["--name", "stopped", &base, "sh", "-c", CHANGES]);
+
+    let mut trees = Vec::new();
+    for name in ["stopped", "live"] {
+        let file = ct.path(&format!("{name}.tar"));
+        ct.cmd()
+            .args(["export", "-o"])
+            .arg(&file)
+            .arg(name)
+            .stdout_ok();
+        let members = read_archive(&std::fs::read(&file).unwrap());
+        let names: Vec<&str> = members.iter().map(|(p, _)| p.as_str()).collect();
+        assert!(
+            names.contains(&"bin/busybox"),
+            "{name}: the image's files are there"
+        );
+        assert!(names.contains(&"data/old/fresh") && names.contains(&"data/new"));
+        for gone in ["data/gone", "data/old/inner", "data/dir/sub"] {
+            assert!(!names.contains(&gone), "{name}: {gone} was deleted");
+        }
+        assert!(
+            !names.iter().any(|n| n.contains(".wh.")),
+            "{name}: flattened, no whiteouts"
+        );
+        // Mounts inside the container are not part of its rootfs.
+        assert!(
+            !names
+                .iter()
+                .any(|n| n.starts_with("proc/") || n.starts_with("sync/")),
+            "{name}: {names:?}"
+        );
+        let data: BTreeMap<String, Vec<u8>> = members
+            .into_iter()
+            .filter(|(p, _)| p.starts_with("data/"))
+            .collect();
+        assert_eq!(data["data/modify"], b"modify\nmore\n");
+        trees.push(data);
+    }
+    assert_eq!(trees[0], trees[1], "the same changes, running or stopped");
+    assert!(
+        ct.leaked_mounts().is_empty(),
+        "export mounted on the host: {:?}",
+        ct.leaked_mounts()
+    );
+
+    // An export imports back as a one-layer image with the same files.
+    let out = ct
+        .cmd()
+        .args(["import", "-c", r#"CMD ["sh"]"#])
+        .arg(ct.path("stopped.tar"))
+        .arg("flat:1")
+        .stdout_ok();
+    assert!(out.starts_with("sha256:"));
+    assert_eq!(ct.image_layers("flat:1").len(), 1);
+    assert_eq!(ct.tree_in("flat:1", "/data"), {
+        ct.commit(&["stopped", "committed:1"]);
+        ct.tree_in("committed:1", "/data")
+    });
+
+    // To stdout as well; never to a terminal (not testable here) nor left half-written.
+    let piped = ct.cmd().args(["export", "stopped"]).output();
+    assert!(piped.status.success());
+    assert_eq!(piped.stdout, std::fs::read(ct.path("stopped.tar")).unwrap());
+    ct.cmd().args(["rm", "-f", "live"]).stdout_ok();
+    ct.finish();
+}
+
+/// The unpacked directories of these diff_ids in the fixture's store.
+fn layer_dirs(ct: &Carton, diff_ids: &[String]) -> Vec<std::path::PathBuf> {
+    diff_ids
+        .iter()
+        .map(|d| ct.root().join("images/layers").join(&d[7..]))
+        .collect()
+}
+
+/// Member names of the layer blob `diff_id` of `image`, read from a `save` of the image.
+fn layer_members(ct: &Carton, image: &str, diff_id: &str) -> Vec<String> {
+    let saved = ct.cmd().args(["save", image]).output();
+    assert!(saved.status.success());
+    let blob = read_archive(&saved.stdout)
+        .into_iter()
+        .find(|(p, _)| p == &format!("blobs/sha256/{}", &diff_id[7..]))
+        .unwrap_or_else(|| panic!("layer {diff_id} not in the saved archive"))
+        .1;
+    let mut archive = tar::Archive::new(&blob[..]);
+    archive
+        .entries()
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let mut name = e.path().unwrap().display().to_string();
+            if e.header().entry_type().is_dir() && !name.ends_with('/') {
+                name.push('/');
+            }
+            name
+        })
+        .collect()
+}
