@@ -24,6 +24,7 @@ pub mod netns;
 pub mod pty;
 pub mod remote;
 pub mod rootfs;
+pub mod security;
 pub mod snapshot;
 pub mod tarball;
 

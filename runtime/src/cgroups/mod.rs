@@ -8,6 +8,7 @@
 //! - `files` — control-file I/O;
 //! - `freezer` — freeze and wait until frozen (both versions).
 
+pub mod devices;
 mod files;
 mod freezer;
 pub mod layout;
@@ -101,6 +102,9 @@ pub trait CgroupManager: std::fmt::Debug {
     /// Freezes every process of the cgroup and returns once all are frozen (v1: freezer.state
     /// FROZEN; v2: cgroup.freeze 1 until cgroup.events says `frozen 1`). On failure the
     /// cgroup is left thawed.
+    /// Restricts which devices the processes may create and open (v1: the devices controller;
+    /// v2: an eBPF program attached to the cgroup).
+    fn apply_devices(&self, rules: &[devices::DeviceRule]) -> Result<(), CgroupError>;
     fn freeze(&self) -> Result<(), CgroupError>;
     /// Lets the processes run again.
     fn thaw(&self) -> Result<(), CgroupError>;

@@ -31,9 +31,8 @@ impl Resources {
     /// there is refused with the name of the field.
     pub fn from_oci(oci: &LinuxResources) -> Result<Resources, CgroupError> {
         let unsupported = |what: &str| Err(CgroupError::Unsupported(what.to_string()));
-        if oci.devices().as_ref().is_some_and(|d| !d.is_empty()) {
-            return unsupported("linux.resources.devices");
-        }
+        // `devices` (the allow-list) is read by `devices::DeviceRule::from_oci`: it is applied
+        // once when the cgroup is made, never by `update`.
         if oci.block_io().is_some() {
             return unsupported("linux.resources.blockIO");
         }

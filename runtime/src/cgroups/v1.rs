@@ -198,6 +198,13 @@ impl CgroupManager for V1Cgroup {
         self.dirs.iter().any(|(_, d)| d.exists())
     }
 
+    fn apply_devices(&self, rules: &[super::devices::DeviceRule]) -> Result<(), CgroupError> {
+        if rules.is_empty() {
+            return Ok(());
+        }
+        super::devices::apply_v1(self.require("devices")?, rules)
+    }
+
     fn freeze(&self) -> Result<(), CgroupError> {
         freezer(self.require("freezer")?).freeze(FREEZE_TIMEOUT)
     }

@@ -211,6 +211,13 @@ impl CgroupManager for V2Cgroup {
         self.dir.exists()
     }
 
+    fn apply_devices(&self, rules: &[super::devices::DeviceRule]) -> Result<(), CgroupError> {
+        if rules.is_empty() {
+            return Ok(());
+        }
+        super::devices::attach_v2(&self.dir, rules)
+    }
+
     fn freeze(&self) -> Result<(), CgroupError> {
         freezer(&self.dir).freeze(FREEZE_TIMEOUT)
     }

@@ -138,9 +138,9 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, ContainerError> {
     }
     if let Some(cgroup) = &input.cgroup {
         linux.set_cgroups_path(Some(PathBuf::from(&cgroup.path)));
-        if !cgroup.resources.is_empty() {
-            linux.set_resources(Some(oci_resources(&cgroup.resources)?));
-        }
+        let mut resources = oci_resources(&cgroup.resources)?;
+        resources.set_devices(Some(device_cgroup(&input.security.device_rules())?));
+        linux.set_resources(Some(resources));
     }
 
     let mut mounts = default_mounts(input.security.privileged).map_err(oci)?;
@@ -157,15 +157,13 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, ContainerError> {
         );
     }
     if input.cgroup.is_some() {
-        mounts.push(
-            mount(
-                "/sys/fs/cgroup",
-                "cgroup",
-                "cgroup",
-                &["nosuid", "noexec", "nodev", "relatime", "ro"],
-            )
-            .map_err(oci)?,
-        );
+        // Read-only, but for --privileged (docker's choice too).
+        let options: &[&str] = if input.security.privileged {
+            &["nosuid", "noexec", "nodev", "relatime"]
+        } else {
+            &["nosuid", "noexec", "nodev", "relatime", "ro"]
+        };
+        mounts.push(mount("/sys/fs/cgroup", "cgroup", "cgroup", options).map_err(oci)?);
     }
     for (source, destination) in input.etc_files {
         mounts.push(bind(source.clone(), destination.into(), false).map_err(oci)?);
@@ -286,6 +284,16 @@ fn capabilities(
         "bounding": caps, "effective": caps, "permitted": caps, "inheritable": caps, "ambient": [],
     }))
     .map_err(|e| ContainerError::Spec(format!("capabilities: {e}")))
+}
+
+/// `linux.resources.devices`: the allow-list the engine turns into the devices cgroup (v1)
+/// or an eBPF program (v2).
+fn device_cgroup(
+    rules: &[crate::cgroups::devices::DeviceRule],
+) -> Result<Vec<oci_spec::runtime::LinuxDeviceCgroup>, ContainerError> {
+    let list: Vec<serde_json::Value> = rules.iter().map(|r| r.to_oci_json()).collect();
+    serde_json::from_value(serde_json::Value::Array(list))
+        .map_err(|e| ContainerError::Spec(format!("device cgroup: {e}")))
 }
 
 fn rlimits(

@@ -31,7 +31,11 @@ pub fn update(
         cgroup.apply(&merged)?;
     }
     if let Some(linux) = spec.linux_mut() {
-        linux.set_resources(Some(spec::oci_resources(&merged)?));
+        // The device allow-list is not a limit `update` changes: keep it as it was.
+        let devices = linux.resources().as_ref().and_then(|r| r.devices().clone());
+        let mut resources = spec::oci_resources(&merged)?;
+        resources.set_devices(devices);
+        linux.set_resources(Some(resources));
     }
     state::write_json_atomic(&path, &spec).map_err(ContainerError::io("write config.json"))?;
     Ok(record.id)

@@ -9,7 +9,7 @@
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Component, Path, PathBuf};
 
 /// The container's rootfs, held open.
@@ -30,8 +30,17 @@ impl RootDir {
     }
 
     /// Creates every missing directory of `path` (mode 0755, like `mkdir -p`) and returns an
-    /// O_PATH fd of the directory.
+    /// O_PATH fd of the directory. A component that is a dangling symlink gets its target
+    /// created — inside the rootfs, as docker does for a mount point an image links elsewhere.
     pub fn mkdir_all(&self, path: &Path) -> io::Result<OwnedFd> {
+        self.mkdir_all_depth(path, 0)
+    }
+
+    fn mkdir_all_depth(&self, path: &Path, depth: u32) -> io::Result<OwnedFd> {
+        // The kernel's own limit on nested symlinks.
+        if depth > 40 {
+            return Err(io::Error::from_raw_os_error(libc::ELOOP));
+        }
         let path = relative(path);
         let mut current = PathBuf::new();
         for component in path.components() {
@@ -49,6 +58,22 @@ impl RootDir {
                 }
             }
             current.push(name);
+            if self
+                .open_path(&current, libc::O_PATH | libc::O_DIRECTORY)
+                .is_err()
+            {
+                if let Some(target) = read_link_at(&parent, &cname) {
+                    // Resolve the link as the container would: absolute from its root,
+                    // relative from the link's directory (`..` is clamped by RESOLVE_IN_ROOT).
+                    let dir = current.parent().map(Path::to_path_buf).unwrap_or_default();
+                    let resolved = if target.is_absolute() {
+                        target
+                    } else {
+                        lexically_join(&dir, &target)
+                    };
+                    self.mkdir_all_depth(&resolved, depth + 1)?;
+                }
+            }
         }
         self.open_path(&current, libc::O_PATH | libc::O_DIRECTORY)
     }
@@ -75,6 +100,46 @@ impl RootDir {
             Err(e) => Err(e),
         }
     }
+}
+
+/// The target of the symlink `name` in the directory `dir`, if it is one.
+fn read_link_at(dir: &OwnedFd, name: &CString) -> Option<PathBuf> {
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: readlinkat into a local buffer; an O_PATH dirfd is accepted.
+    let n = unsafe {
+        libc::readlinkat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    if n <= 0 {
+        return None;
+    }
+    buf.truncate(n as usize);
+    Some(PathBuf::from(std::ffi::OsString::from_vec(buf)))
+}
+
+/// `dir/rel` with `.` and `..` folded, never climbing above the root.
+fn lexically_join(dir: &Path, rel: &Path) -> PathBuf {
+    let mut out: Vec<std::ffi::OsString> = dir
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n.to_os_string()),
+            _ => None,
+        })
+        .collect();
+    for c in rel.components() {
+        match c {
+            Component::Normal(n) => out.push(n.to_os_string()),
+            Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    out.iter().collect()
 }
 
 /// The `/proc/self/fd/N` path that lets mount(2) act on exactly the object an fd refers to.
@@ -166,12 +231,20 @@ mod tests {
     }
 
     #[test]
-    fn a_dangling_link_is_an_error_not_an_escape() {
+    fn a_dangling_link_is_created_inside_not_outside() {
         let root = tempfile::tempdir().unwrap();
         symlink("/nowhere/at/all", root.path().join("dangling")).unwrap();
+        symlink("../../../elsewhere", root.path().join("up")).unwrap();
         let dir = RootDir::open(root.path()).unwrap();
-        assert!(dir.mkdir_all(Path::new("/dangling/x")).is_err());
+        dir.mkdir_all(Path::new("/dangling/x")).unwrap();
+        dir.mkdir_all(Path::new("/up")).unwrap();
         assert!(!Path::new("/nowhere").exists());
+        assert!(root.path().join("nowhere/at/all/x").is_dir());
+        assert!(root.path().join("elsewhere").is_dir());
+        // A loop is an error, not a hang.
+        symlink("loop2", root.path().join("loop1")).unwrap();
+        symlink("loop1", root.path().join("loop2")).unwrap();
+        assert!(dir.mkdir_all(Path::new("/loop1/x")).is_err());
     }
 
     #[test]

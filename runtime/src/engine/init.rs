@@ -163,6 +163,12 @@ fn finish(
         }
         (other, _) => stdio::attach_child(other).map_err(|e| failure("stdio", "attach", e))?,
     }
+    // From here on only stdio and the sync channel are open: nothing inherited from the host
+    // (a directory fd a caller leaked, say) can be reached — not even through a working
+    // directory of /proc/self/fd/N (CVE-2024-21626). The channel is close-on-exec; its
+    // closing at exec tells the parent that exec worked.
+    close_fds_except(channel.as_raw_fd())
+        .map_err(|e| failure("close fds", "close inherited descriptors", e))?;
 
     prepare_process(process)?;
 
@@ -198,10 +204,6 @@ fn finish(
             seccomp::install(program).map_err(|e| failure("seccomp", "install the filter", e))?;
         }
     }
-    // Every fd above stdio goes: no host file can leak into the container. The sync channel
-    // stays — it is close-on-exec, and its closing at exec tells the parent that exec worked.
-    close_fds_except(channel.as_raw_fd())
-        .map_err(|e| failure("close fds", "close inherited descriptors", e))?;
     signals::reset_for_exec();
     Err(exec::exec(&process.args, &process.env))
 }
@@ -301,6 +303,16 @@ fn prepare_process(process: &ProcessPlan) -> Result<(), InitFailure> {
             e,
         )
     })?;
+    // The working directory must lie inside the container's root: the kernel reports one
+    // outside it as "(unreachable)".
+    let inside = std::env::current_dir().is_ok_and(|d| d.is_absolute());
+    if !inside {
+        return Err(failure(
+            "set working directory",
+            format!("{} is outside the container", process.cwd.display()),
+            io::Error::from_raw_os_error(libc::EPERM),
+        ));
+    }
     if let Some(mask) = process.umask {
         // SAFETY: umask cannot fail.
         unsafe { libc::umask(mask as libc::mode_t) };

@@ -59,7 +59,8 @@ pub fn start(
             let cgroup = cgroups::open(&Layout::detect(), &wanted.path)?;
             let made = cgroup
                 .create()
-                .and_then(|()| cgroup.apply(&wanted.resources));
+                .and_then(|()| cgroup.apply(&wanted.resources))
+                .and_then(|()| cgroup.apply_devices(&wanted.devices));
             if let Err(e) = made {
                 let _ = cgroup.destroy();
                 return Err(e.into());

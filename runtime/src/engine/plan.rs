@@ -13,6 +13,7 @@ use super::mount_options;
 use super::rootfs::RootfsPlan;
 use super::seccomp;
 use crate::cgroups::Resources;
+use crate::cgroups::devices::DeviceRule;
 
 /// Annotation through which carton's storage asks the engine to mount an overlay as the
 /// rootfs (value: the overlayfs mount data). Mounting it inside the container's own mount
@@ -38,6 +39,8 @@ pub struct Plan {
 pub struct CgroupPlan {
     pub path: String,
     pub resources: Resources,
+    /// The device allow-list (`linux.resources.devices`).
+    pub devices: Vec<DeviceRule>,
 }
 
 #[derive(Debug)]
@@ -179,10 +182,16 @@ impl Plan {
             Some(r) => Resources::from_oci(r)?,
             None => Resources::default(),
         };
+        let devices = linux
+            .and_then(|l| l.resources().as_ref())
+            .and_then(|r| r.devices().as_deref())
+            .map(DeviceRule::from_oci)
+            .unwrap_or_default();
         let cgroup = match linux.and_then(|l| l.cgroups_path().as_ref()) {
             Some(path) => Some(CgroupPlan {
                 path: path.to_string_lossy().into_owned(),
                 resources,
+                devices,
             }),
             None if !resources.is_empty() => {
                 return Err(invalid("linux.resources needs a linux.cgroupsPath"));

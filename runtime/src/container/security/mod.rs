@@ -102,6 +102,11 @@ impl SecurityFlags {
                 .map_or((option.as_str(), None), |(k, v)| (k, Some(v)));
             match (key, value) {
                 ("seccomp", Some("unconfined")) => seccomp = Seccomp::Unconfined,
+                ("seccomp", Some("")) => {
+                    return Err(invalid(
+                        "--security-opt seccomp= needs \"unconfined\" or a profile file".into(),
+                    ));
+                }
                 ("seccomp", Some(path)) => seccomp = Seccomp::File(PathBuf::from(path)),
                 ("no-new-privileges", None | Some("true")) => no_new_privileges = true,
                 ("no-new-privileges", Some("false")) => no_new_privileges = false,
@@ -310,6 +315,32 @@ fn parse_ulimit(text: &str) -> Result<Ulimit, ContainerError> {
         soft,
         hard,
     })
+}
+
+impl Security {
+    /// The device allow-list: docker's defaults plus `--device`s, or everything for
+    /// `--privileged`.
+    pub fn device_rules(&self) -> Vec<crate::cgroups::devices::DeviceRule> {
+        use crate::cgroups::devices::{DeviceRule, default_rules};
+        if self.privileged {
+            return vec![DeviceRule {
+                allow: true,
+                kind: None,
+                major: None,
+                minor: None,
+                access: "rwm".into(),
+            }];
+        }
+        let mut rules = default_rules();
+        rules.extend(self.devices.iter().map(|d| DeviceRule {
+            allow: true,
+            kind: Some(d.kind),
+            major: Some(d.major as u32),
+            minor: Some(d.minor as u32),
+            access: d.access.clone(),
+        }));
+        rules
+    }
 }
 
 /// Every device node of the host's /dev (not /dev/pts), for `--privileged`.
