@@ -152,7 +152,9 @@ fn memory_swap_limit() {
     if !cgroup::host_has_swap() {
         // The limit itself was checked above; only its effect needs a swap device. Not a skip:
         // the scenario did test something, and CI (which turns skips into failures) has no swap.
-        eprintln!("NOTE: no swap device: the swap behaviour cannot be observed (file value checked)");
+        eprintln!(
+            "NOTE: no swap device: the swap behaviour cannot be observed (file value checked)"
+        );
         ct.finish();
         return;
     }

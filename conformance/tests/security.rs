@@ -845,7 +845,9 @@ fn host_content(path: &str) -> Result<usize, String> {
 }
 
 /// A masked path shows nothing by default (an empty file or directory), and the real content
-/// with `--privileged`. Paths this host does not have (or has empty) prove nothing: skipped.
+/// with `--privileged`. Which of these paths exist depends on the kernel's configuration (a
+/// minimal kernel has no /proc/kcore, /proc/acpi, /proc/sysrq-trigger…): for a path this host
+/// lacks, what remains to prove is that the container still starts and shows nothing there.
 #[rstest]
 #[case::proc_kcore("/proc/kcore")]
 #[case::proc_keys("/proc/keys")]
@@ -860,19 +862,24 @@ fn host_content(path: &str) -> Result<usize, String> {
 #[case::sys_firmware("/sys/firmware")]
 #[case::sys_powercap("/sys/devices/virtual/powercap")]
 fn masked_path_is_empty_by_default(#[case] path: &str) {
-    if let Err(why) = host_content(path) {
-        skip(&format!("{why}: masking cannot be observed"));
-        return;
-    }
     let Some(ct) = fixture() else { return };
-    let script =
-        format!("if [ -d {path} ]; then ls -A {path} | wc -l; else head -c 64 {path} | wc -c; fi");
+    // An absent path counts as empty: 0 entries / 0 bytes.
+    let script = format!(
+        "if [ -d {path} ]; then ls -A {path} | wc -l; \
+         elif [ -e {path} ]; then head -c 64 {path} | wc -c; else echo 0; fi"
+    );
     let amount = |flags: &[&str]| -> usize {
         let out = run_sh_ok(&ct, flags, &script);
         out.trim()
             .parse()
             .unwrap_or_else(|_| panic!("unexpected output {out:?}"))
     };
+    if let Err(why) = host_content(path) {
+        eprintln!("NOTE: {why}: only checked that a default container starts and shows nothing");
+        assert_eq!(amount(&[]), 0, "{path} shows content in a default container");
+        ct.finish();
+        return;
+    }
     let privileged = amount(&["--privileged"]);
     assert!(
         privileged > 0,
@@ -917,15 +924,20 @@ fn proc_sys_is_read_only() {
 #[case::sysrq_trigger("/proc/sysrq-trigger")]
 #[case::irq_affinity("/proc/irq/default_smp_affinity")]
 fn host_proc_file_cannot_be_opened_for_writing(#[case] path: &str) {
-    if !Path::new(path).exists() {
-        skip(&format!("{path} does not exist on this host"));
-        return;
-    }
     let Some(ct) = fixture() else { return };
     // `>>` opens O_WRONLY|O_APPEND: for writing, without truncating, and without needing read
     // permission (/proc/sysrq-trigger is 0200); nothing is ever written. `true` is a regular
     // builtin, so a failed redirection does not end the shell.
     let script = format!("true 3>>{path} && echo open-ok; true");
+    if !Path::new(path).exists() {
+        // A kernel built without it (no CONFIG_MAGIC_SYSRQ…): proc refuses to create it, and
+        // the container must still start.
+        eprintln!("NOTE: {path} does not exist on this host: only the default run is checked");
+        let said = run_sh_ok(&ct, &[], &script);
+        assert!(!said.contains("open-ok"), "{path} opened in a default container");
+        ct.finish();
+        return;
+    }
     let privileged = run_sh_ok(&ct, &["--privileged"], &script);
     assert!(
         privileged.contains("open-ok"),
@@ -948,11 +960,15 @@ fn host_proc_file_cannot_be_opened_for_writing(#[case] path: &str) {
 #[case::proc_fs("/proc/fs")]
 #[case::proc_sysrq_trigger("/proc/sysrq-trigger")]
 fn read_only_path_is_a_read_only_mount(#[case] path: &str) {
+    let Some(ct) = fixture() else { return };
     if !Path::new(path).exists() {
-        skip(&format!("{path} does not exist on this host"));
+        // Nothing to protect: the container starts and nothing is mounted there.
+        eprintln!("NOTE: {path} does not exist on this host: only the default run is checked");
+        let (_, default) = run_with_mounts(&ct, &[], "true");
+        assert!(mounts_at(&default, path).is_empty(), "a mount at the absent {path}");
+        ct.finish();
         return;
     }
-    let Some(ct) = fixture() else { return };
     let (_, privileged) = run_with_mounts(&ct, &["--privileged"], "true");
     let privileged = mounts_at(&privileged, path);
     assert!(

@@ -92,9 +92,9 @@ pub fn run(sh: &Shell, args: DemoArgs) -> Result<()> {
         sh,
         "{carton} {root...} run --rm --network none {IMAGE} sh -c {SCRIPT}"
     )
-        .quiet()
-        .run()
-        .context("`carton run` failed")?;
+    .quiet()
+    .run()
+    .context("`carton run` failed")?;
     Ok(())
 }
 
