@@ -17,10 +17,12 @@
 //! supervisor, file handshakes with a container).
 
 pub mod cgroup;
+pub mod clients;
 pub mod containers;
 pub mod host;
 pub mod images;
 pub mod netns;
+pub mod oci;
 pub mod pty;
 pub mod remote;
 pub mod rootfs;
@@ -78,6 +80,26 @@ pub fn carton_bin() -> PathBuf {
         bin.is_file(),
         "the carton binary is missing at {}: run `cargo build -p carton` (or `cargo xtask test`), \
          or point {BIN_ENV} at it",
+        bin.display()
+    );
+    bin
+}
+
+/// Names the carton-runtime binary (the OCI runtime) to test; otherwise the `carton-runtime` next
+/// to the carton binary under test.
+pub const RUNTIME_BIN_ENV: &str = "CARTON_RUNTIME_BIN";
+
+/// The carton-runtime binary under test: `$CARTON_RUNTIME_BIN`, else `carton-runtime` in the
+/// directory of [`carton_bin`]. Panics when it does not exist.
+pub fn carton_runtime_bin() -> PathBuf {
+    let bin = match std::env::var_os(RUNTIME_BIN_ENV).filter(|v| !v.is_empty()) {
+        Some(bin) => PathBuf::from(bin),
+        None => carton_bin().with_file_name("carton-runtime"),
+    };
+    assert!(
+        bin.is_file(),
+        "the carton-runtime binary is missing at {}: run `cargo build -p carton` (or `cargo xtask \
+         test`), or point {RUNTIME_BIN_ENV} at it",
         bin.display()
     );
     bin

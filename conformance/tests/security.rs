@@ -876,7 +876,11 @@ fn masked_path_is_empty_by_default(#[case] path: &str) {
     };
     if let Err(why) = host_content(path) {
         eprintln!("NOTE: {why}: only checked that a default container starts and shows nothing");
-        assert_eq!(amount(&[]), 0, "{path} shows content in a default container");
+        assert_eq!(
+            amount(&[]),
+            0,
+            "{path} shows content in a default container"
+        );
         ct.finish();
         return;
     }
@@ -934,7 +938,10 @@ fn host_proc_file_cannot_be_opened_for_writing(#[case] path: &str) {
         // the container must still start.
         eprintln!("NOTE: {path} does not exist on this host: only the default run is checked");
         let said = run_sh_ok(&ct, &[], &script);
-        assert!(!said.contains("open-ok"), "{path} opened in a default container");
+        assert!(
+            !said.contains("open-ok"),
+            "{path} opened in a default container"
+        );
         ct.finish();
         return;
     }
@@ -965,7 +972,10 @@ fn read_only_path_is_a_read_only_mount(#[case] path: &str) {
         // Nothing to protect: the container starts and nothing is mounted there.
         eprintln!("NOTE: {path} does not exist on this host: only the default run is checked");
         let (_, default) = run_with_mounts(&ct, &[], "true");
-        assert!(mounts_at(&default, path).is_empty(), "a mount at the absent {path}");
+        assert!(
+            mounts_at(&default, path).is_empty(),
+            "a mount at the absent {path}"
+        );
         ct.finish();
         return;
     }

@@ -15,5 +15,6 @@ pub mod container;
 pub mod engine;
 pub mod image;
 pub mod network;
+pub mod oci;
 pub mod state;
 pub mod storage;

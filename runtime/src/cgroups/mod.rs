@@ -106,6 +106,8 @@ pub trait CgroupManager: std::fmt::Debug {
     /// v2: an eBPF program attached to the cgroup).
     fn apply_devices(&self, rules: &[devices::DeviceRule]) -> Result<(), CgroupError>;
     fn freeze(&self) -> Result<(), CgroupError>;
+    /// Whether the cgroup is frozen now (`pause`d).
+    fn is_frozen(&self) -> bool;
     /// Lets the processes run again.
     fn thaw(&self) -> Result<(), CgroupError>;
     /// Removes the cgroup (it must be empty). Missing is fine.

@@ -209,6 +209,11 @@ impl CgroupManager for V1Cgroup {
         freezer(self.require("freezer")?).freeze(FREEZE_TIMEOUT)
     }
 
+    fn is_frozen(&self) -> bool {
+        self.require("freezer")
+            .is_ok_and(|d| (freezer(d).is_frozen)(d).unwrap_or(false))
+    }
+
     fn thaw(&self) -> Result<(), CgroupError> {
         freezer(self.require("freezer")?).thaw()
     }

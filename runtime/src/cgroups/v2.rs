@@ -222,6 +222,10 @@ impl CgroupManager for V2Cgroup {
         freezer(&self.dir).freeze(FREEZE_TIMEOUT)
     }
 
+    fn is_frozen(&self) -> bool {
+        (freezer(&self.dir).is_frozen)(&self.dir).unwrap_or(false)
+    }
+
     fn thaw(&self) -> Result<(), CgroupError> {
         freezer(&self.dir).thaw()
     }

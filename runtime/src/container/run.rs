@@ -11,7 +11,9 @@ use super::create::Created;
 use super::logs::{self, JsonLogWriter};
 use super::{ContainerError, NetworkMode, etc_files};
 use crate::cgroups::CgroupManager;
-use crate::engine::{self, Attach, EngineError, ExitStatus, Started, Stdio, ToCartonStdio};
+use crate::engine::{
+    self, Attach, EngineError, ExitStatus, StartEvents, StartOptions, Started, Stdio, ToCartonStdio,
+};
 use crate::network;
 use crate::state::{ContainerRecord, StateStore, Status, Timestamp, process_start_time};
 
@@ -212,28 +214,19 @@ fn status_pipe() -> Result<(std::fs::File, std::fs::File), ContainerError> {
 fn launch(states: &StateStore, created: &Created, stdio: Stdio) -> Result<Started, ContainerError> {
     let id = created.record.id.clone();
     let attachment = connect(states, created)?;
-    let me = std::process::id() as i32;
-    let mut host_setup = |pid: nix::unistd::Pid| {
-        let pid = pid.as_raw();
-        if let Some(attachment) = &attachment {
-            network::configure_inside(attachment, pid).map_err(|e| e.to_string())?;
-        }
-        // The record may be gone if `rm -f` raced us; the container still runs to its end.
-        let _ = states.update(&id, |r| {
-            r.status = Status::Running;
-            r.pid = Some(pid);
-            r.pid_start_time = process_start_time(pid);
-            r.owner_pid = Some(me);
-            r.owner_start_time = process_start_time(me);
-            r.started_at = Some(Timestamp::now());
-            r.finished_at = None;
-            r.exit_code = None;
-            r.oom_killed = false;
-            r.attachment = attachment.clone();
-        });
-        Ok(())
+    let mut events = Launch {
+        states,
+        id: &id,
+        attachment: attachment.as_ref(),
+        owner: std::process::id() as i32,
     };
-    match engine::start(&created.spec, &created.bundle, stdio, &mut host_setup) {
+    match engine::start(
+        &created.spec,
+        &created.bundle,
+        stdio,
+        &StartOptions::default(),
+        &mut events,
+    ) {
         Ok(started) => Ok(started),
         Err(e) => {
             disconnect(states, &created.record);
@@ -257,6 +250,43 @@ fn launch(states: &StateStore, created: &Created, stdio: Stdio) -> Result<Starte
             }
             Err(e.into())
         }
+    }
+}
+
+/// The host side of a container's start: its network, and the record that says it runs.
+struct Launch<'a> {
+    states: &'a StateStore,
+    id: &'a str,
+    attachment: Option<&'a network::Attachment>,
+    /// This process, which waits for the container.
+    owner: i32,
+}
+
+impl StartEvents for Launch<'_> {
+    fn host_setup(&mut self, pid: nix::unistd::Pid) -> Result<(), String> {
+        let pid = pid.as_raw();
+        if let Some(attachment) = self.attachment {
+            network::configure_inside(attachment, pid).map_err(|e| e.to_string())?;
+        }
+        let (owner, attachment) = (self.owner, self.attachment.cloned());
+        // The record may be gone if `rm -f` raced us; the container still runs to its end.
+        let _ = self.states.update(self.id, |r| {
+            r.status = Status::Running;
+            r.pid = Some(pid);
+            r.pid_start_time = process_start_time(pid);
+            r.owner_pid = Some(owner);
+            r.owner_start_time = process_start_time(owner);
+            r.started_at = Some(Timestamp::now());
+            r.finished_at = None;
+            r.exit_code = None;
+            r.oom_killed = false;
+            r.attachment = attachment;
+        });
+        Ok(())
+    }
+
+    fn console(&mut self, master: &std::os::fd::OwnedFd) -> Result<(), String> {
+        engine::SizeConsole.console(master)
     }
 }
 

@@ -21,6 +21,11 @@ pub enum ToParent {
     Ready,
     /// A step failed; the child exits after sending this.
     Failed(InitFailure),
+    /// The container's namespaces and mounts exist; the init waits before pivot_root for the
+    /// create-time hooks (only sent when the spec has any).
+    HooksPoint,
+    /// Released, the init now waits on its exec FIFO for `start` (OCI create).
+    Created,
 }
 
 /// parent → child
@@ -31,6 +36,8 @@ pub enum ToChild {
     CgroupJoined,
     /// Host-side set-up (cgroups, network) is done: exec the user's process.
     Go,
+    /// The prestart and createRuntime hooks ran.
+    HooksDone,
 }
 
 const TAG_CONSOLE: u8 = 1;
@@ -38,6 +45,9 @@ const TAG_READY: u8 = 2;
 const TAG_FAILED: u8 = 3;
 const TAG_GO: u8 = 4;
 const TAG_CGROUP_JOINED: u8 = 5;
+const TAG_HOOKS_POINT: u8 = 6;
+const TAG_CREATED: u8 = 7;
+const TAG_HOOKS_DONE: u8 = 8;
 const MAX_MESSAGE: usize = 64 * 1024;
 
 /// One end of the channel.
@@ -71,6 +81,8 @@ impl Channel {
         match message {
             ToParent::Console(fd) => self.send(&[TAG_CONSOLE], Some(fd.as_raw_fd())),
             ToParent::Ready => self.send(&[TAG_READY], None),
+            ToParent::HooksPoint => self.send(&[TAG_HOOKS_POINT], None),
+            ToParent::Created => self.send(&[TAG_CREATED], None),
             ToParent::Failed(failure) => {
                 let mut bytes = vec![TAG_FAILED];
                 bytes.extend(serde_json::to_vec(failure).map_err(io::Error::other)?);
@@ -84,6 +96,7 @@ impl Channel {
         match message {
             ToChild::Go => self.send(&[TAG_GO], None),
             ToChild::CgroupJoined => self.send(&[TAG_CGROUP_JOINED], None),
+            ToChild::HooksDone => self.send(&[TAG_HOOKS_DONE], None),
         }
     }
 
@@ -97,6 +110,8 @@ impl Channel {
                 io::Error::new(io::ErrorKind::InvalidData, "console message without fd")
             })?),
             Some(&TAG_READY) => ToParent::Ready,
+            Some(&TAG_HOOKS_POINT) => ToParent::HooksPoint,
+            Some(&TAG_CREATED) => ToParent::Created,
             Some(&TAG_FAILED) => ToParent::Failed(
                 serde_json::from_slice(&bytes[1..])
                     .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?,
@@ -117,6 +132,7 @@ impl Channel {
             None => Ok(None),
             Some((bytes, _)) if bytes == [TAG_GO] => Ok(Some(ToChild::Go)),
             Some((bytes, _)) if bytes == [TAG_CGROUP_JOINED] => Ok(Some(ToChild::CgroupJoined)),
+            Some((bytes, _)) if bytes == [TAG_HOOKS_DONE] => Ok(Some(ToChild::HooksDone)),
             Some(_) => Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 "unknown message from carton",

@@ -4,13 +4,14 @@
 
 use std::convert::Infallible;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
 use super::capabilities;
 use super::channel::{Channel, ToChild, ToParent};
 use super::error::InitFailure;
 use super::exec;
+use super::hooks;
 use super::in_root::RootDir;
 use super::plan::{Plan, ProcessPlan};
 use super::rootfs::{self, failure};
@@ -22,8 +23,17 @@ use super::stdio::{self, ChildStdio};
 ///
 /// `in_cgroup` says whether the child was born in its cgroup (clone3 CLONE_INTO_CGROUP) or
 /// the parent moves it there and says [`ToChild::CgroupJoined`].
-pub fn run(plan: &Plan, channel: &Channel, stdio: &ChildStdio, in_cgroup: bool) -> ! {
-    report_and_exit(channel, container_steps(plan, channel, stdio, in_cgroup))
+pub fn run(
+    plan: &Plan,
+    joins: &[(OwnedFd, libc::c_int)],
+    channel: &Channel,
+    stdio: &ChildStdio,
+    in_cgroup: bool,
+) -> ! {
+    report_and_exit(
+        channel,
+        container_steps(plan, joins, channel, stdio, in_cgroup),
+    )
 }
 
 /// Runs a process that joins a running container (`exec`): `namespaces` are fds of the
@@ -47,7 +57,12 @@ fn report_and_exit(channel: &Channel, result: Result<Infallible, InitFailure>) -
         Err(failure) => failure,
     };
     let code = failure.exit_code;
-    let _ = channel.send_to_parent(&ToParent::Failed(failure));
+    let shown = failure.to_string();
+    if channel.send_to_parent(&ToParent::Failed(failure)).is_err() {
+        // Nobody listens any more (an OCI `create` returned long ago): the container's stderr
+        // is where the failure can still be seen.
+        eprintln!("carton: {shown}");
+    }
     // SAFETY: _exit skips atexit handlers and stdio flushing that belong to the parent's copy
     // of this address space.
     unsafe { libc::_exit(code) }
@@ -55,14 +70,28 @@ fn report_and_exit(channel: &Channel, result: Result<Infallible, InitFailure>) -
 
 fn container_steps(
     plan: &Plan,
+    joins: &[(OwnedFd, libc::c_int)],
     channel: &Channel,
     stdio: &ChildStdio,
     in_cgroup: bool,
 ) -> Result<Infallible, InitFailure> {
     // A container must not outlive the carton process that owns it (the foreground CLI or the
-    // detached supervisor). If that process died before this line, the child never gets Go
-    // on the channel and exits before exec.
-    die_with_parent();
+    // detached supervisor) — unless it is an OCI `create`, whose caller exits and leaves the
+    // container to a shim. If the owner died before this line, the child never gets Go on the
+    // channel and exits before exec.
+    if !plan.options.detached_init {
+        die_with_parent();
+    }
+    for (fd, kind) in joins {
+        // SAFETY: setns with an fd of a namespace file.
+        if unsafe { libc::setns(fd.as_raw_fd(), *kind) } != 0 {
+            return Err(failure(
+                "join namespace",
+                namespace_name(*kind),
+                io::Error::last_os_error(),
+            ));
+        }
+    }
     if plan.cgroup_namespace {
         // The namespace's root is the cgroup the process sits in when unsharing: wait until
         // that is the container's own.
@@ -91,8 +120,90 @@ fn container_steps(
                 .map_err(|e| failure("set hostname", hostname.clone(), io::Error::from(e)))?;
         }
     }
-    let prepared = rootfs::prepare(&plan.rootfs)?;
-    finish(&plan.process, channel, stdio, prepared.console)
+    if let Some(domain) = &plan.domainname {
+        // Only with a UTS namespace of its own (checked by the plan).
+        // SAFETY: setdomainname reads `len` bytes of a live buffer.
+        if unsafe { libc::setdomainname(domain.as_ptr().cast(), domain.len()) } != 0 {
+            return Err(failure(
+                "set domainname",
+                domain.clone(),
+                io::Error::last_os_error(),
+            ));
+        }
+    }
+    // While the host's /proc is still ours: our pid as the runtime sees it (for hook states).
+    let host_pid: Option<i32> = std::fs::read_link("/proc/self")
+        .ok()
+        .and_then(|p| p.to_str()?.parse().ok());
+    // The exec FIFO lives on the host: hold it (O_PATH) before the pivot hides it.
+    let fifo = match &plan.options.exec_fifo {
+        Some(path) => Some(
+            open_path_fd(path).map_err(|e| failure("exec fifo", path.display().to_string(), e))?,
+        ),
+        None => None,
+    };
+    let mut before_pivot = || -> Result<(), InitFailure> {
+        if !plan.has_create_hooks() {
+            return Ok(());
+        }
+        channel
+            .send_to_parent(&ToParent::HooksPoint)
+            .map_err(|e| failure("hooks", "ask carton for the create-time hooks", e))?;
+        match channel.recv_from_parent() {
+            Ok(Some(ToChild::HooksDone)) => {}
+            // SAFETY: carton failed its hooks or went away; it reports.
+            _ => unsafe { libc::_exit(125) },
+        }
+        if let Some(list) = plan
+            .hooks
+            .as_ref()
+            .and_then(|h| h.create_container().clone())
+        {
+            hooks::run(&list, &plan.hook_state("created", host_pid)).map_err(|e| InitFailure {
+                step: "createContainer hooks".into(),
+                message: e,
+                errno: None,
+                exit_code: 125,
+            })?;
+        }
+        Ok(())
+    };
+    let prepared = rootfs::prepare(&plan.rootfs, &mut before_pivot)?;
+    let release = Release {
+        fifo,
+        preserve_fds: plan.options.preserve_fds,
+        start_hooks: plan
+            .hooks
+            .as_ref()
+            .and_then(|h| h.start_container().clone())
+            .unwrap_or_default(),
+        state: plan.hook_state("created", host_pid),
+    };
+    finish(&plan.process, channel, stdio, prepared.console, &release)
+}
+
+/// What happens between Go and the exec of a container's process.
+#[derive(Debug, Default)]
+struct Release {
+    /// OCI create: wait here (opening this FIFO for writing) until `start` reads it.
+    fifo: Option<OwnedFd>,
+    /// Descriptors 3..3+N stay open for the container's process.
+    preserve_fds: u32,
+    /// startContainer hooks, run inside the container.
+    start_hooks: Vec<oci_spec::runtime::Hook>,
+    state: hooks::HookState,
+}
+
+fn open_path_fd(path: &Path) -> io::Result<OwnedFd> {
+    let c = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()))
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: open with a NUL-terminated path.
+    let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fresh fd.
+    Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
 }
 
 fn joined_steps(
@@ -123,7 +234,7 @@ fn joined_steps(
     } else {
         None
     };
-    finish(process, channel, stdio, console)
+    finish(process, channel, stdio, console, &Release::default())
 }
 
 /// The steps every process takes once its namespaces and filesystem are in place: stdio,
@@ -133,6 +244,7 @@ fn finish(
     channel: &Channel,
     stdio: &ChildStdio,
     console: Option<(OwnedFd, OwnedFd)>,
+    release: &Release,
 ) -> Result<Infallible, InitFailure> {
     // SAFETY: setsid has no preconditions; it fails only if we already lead a group.
     unsafe { libc::setsid() };
@@ -167,8 +279,10 @@ fn finish(
     // (a directory fd a caller leaked, say) can be reached — not even through a working
     // directory of /proc/self/fd/N (CVE-2024-21626). The channel is close-on-exec; its
     // closing at exec tells the parent that exec worked.
-    close_fds_except(channel.as_raw_fd())
-        .map_err(|e| failure("close fds", "close inherited descriptors", e))?;
+    let mut keep = vec![channel.as_raw_fd()];
+    keep.extend(release.fifo.as_ref().map(|f| f.as_raw_fd()));
+    keep.extend((0..release.preserve_fds).map(|i| 3 + i as libc::c_int));
+    close_fds_except(&keep).map_err(|e| failure("close fds", "close inherited descriptors", e))?;
 
     prepare_process(process)?;
 
@@ -180,6 +294,24 @@ fn finish(
         // carton went away or failed its own set-up: it will not collect us; just stop.
         // SAFETY: _exit never returns and needs nothing.
         _ => unsafe { libc::_exit(125) },
+    }
+    let mut _started_signal: Option<OwnedFd> = None;
+    if let Some(fifo) = &release.fifo {
+        // OCI create ends here for the caller; `start` opens the FIFO for reading, which
+        // completes this open, and reads the byte.
+        let _ = channel.send_to_parent(&ToParent::Created);
+        // Held open (close-on-exec) until the user's program replaces us: `start` waits for
+        // that EOF, so its poststart hooks run after the program started (runtime spec).
+        _started_signal =
+            Some(wait_for_start(fifo).map_err(|e| failure("exec fifo", "wait for start", e))?);
+    }
+    if !release.start_hooks.is_empty() {
+        hooks::run(&release.start_hooks, &release.state).map_err(|e| InitFailure {
+            step: "startContainer hooks".into(),
+            message: e,
+            errno: None,
+            exit_code: 125,
+        })?;
     }
 
     // Without no_new_privs, installing a filter needs CAP_SYS_ADMIN: do it while carton still
@@ -208,10 +340,35 @@ fn finish(
     Err(exec::exec(&process.args, &process.env))
 }
 
-/// Closes every descriptor above 2 but `keep`. close_range(2) does it in two calls (Linux
-/// 5.9+; its CLOSE_RANGE_CLOEXEC flag would need 5.11); older kernels get a walk of
-/// /proc/self/fd.
-fn close_fds_except(keep: libc::c_int) -> io::Result<()> {
+/// Blocks until `start` opens the exec FIFO, then tells it, by one byte, that the init goes on.
+fn wait_for_start(fifo: &OwnedFd) -> io::Result<OwnedFd> {
+    let path = std::ffi::CString::new(format!("/proc/self/fd/{}", fifo.as_raw_fd()))
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: reopening our own O_PATH fd through /proc for writing; blocks until a reader.
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor, owned from here on.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: write one byte from a static buffer.
+    if unsafe { libc::write(fd.as_raw_fd(), b"0".as_ptr().cast(), 1) } != 1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(fd)
+}
+
+/// Closes every descriptor above 2 but those in `keep`. close_range(2) does it in a few
+/// calls (Linux 5.9+; its CLOSE_RANGE_CLOEXEC flag would need 5.11); older kernels get a walk
+/// of /proc/self/fd.
+fn close_fds_except(keep: &[libc::c_int]) -> io::Result<()> {
+    let mut keep: Vec<u32> = keep
+        .iter()
+        .filter(|&&fd| fd > 2)
+        .map(|&fd| fd as u32)
+        .collect();
+    keep.sort_unstable();
+    keep.dedup();
     let close_range = |first: u32, last: u32| -> io::Result<()> {
         if first > last {
             return Ok(());
@@ -222,19 +379,23 @@ fn close_fds_except(keep: libc::c_int) -> io::Result<()> {
         }
         Ok(())
     };
-    let keep = keep as u32;
-    let result =
-        close_range(3, keep.saturating_sub(1)).and_then(|()| close_range(keep + 1, u32::MAX));
+    let mut first = 3u32;
+    let mut result = Ok(());
+    for &fd in &keep {
+        result = result.and_then(|()| close_range(first, fd - 1));
+        first = fd + 1;
+    }
+    result = result.and_then(|()| close_range(first, u32::MAX));
     match result {
         Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
-            let fds: Vec<libc::c_int> = std::fs::read_dir("/proc/self/fd")?
+            let fds: Vec<u32> = std::fs::read_dir("/proc/self/fd")?
                 .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-                .filter(|&fd: &libc::c_int| fd > 2 && fd as u32 != keep)
+                .filter(|&fd: &u32| fd > 2 && !keep.contains(&fd))
                 .collect();
             for fd in fds {
                 // SAFETY: closing descriptors of our own table (the directory fd of the walk
                 // is already closed; EBADF for it is harmless).
-                unsafe { libc::close(fd) };
+                unsafe { libc::close(fd as libc::c_int) };
             }
             Ok(())
         }

@@ -14,6 +14,7 @@ mod channel;
 mod error;
 mod exec;
 pub mod foreground;
+pub mod hooks;
 pub(crate) mod in_root;
 mod init;
 mod mount_options;
@@ -28,27 +29,31 @@ mod terminal;
 pub use error::{EngineError, InitFailure};
 pub use exec::DEFAULT_PATH;
 pub use foreground::{Attach, ExitStatus, OutputSink, Stream, ToCartonStdio};
-pub use plan::{OVERLAY_ANNOTATION, Plan, ProcessPlan};
-pub use process::{Started, Target};
+pub use plan::{OVERLAY_ANNOTATION, Plan, ProcessPlan, StartOptions};
+pub use process::{StartEvents, Started, Target};
 pub use stdio::Stdio;
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
-use nix::unistd::Pid;
 use oci_spec::runtime::{Process, Spec};
 
 use crate::cgroups::{self, Layout};
 
 /// Starts the container described by `spec` (bundle directory `bundle`) up to the exec of its
-/// process. See [`process::start`] for `host_setup`.
+/// process (or, with `options.exec_fifo`, up to its wait for `start`). `events` is called at
+/// the points where the host side has work (see [`StartEvents`]); a console is given the
+/// caller's window size unless `events` handles it.
 pub fn start(
     spec: &Spec,
     bundle: &Path,
     stdio: Stdio,
-    host_setup: &mut dyn FnMut(Pid) -> Result<(), String>,
+    options: &StartOptions,
+    events: &mut dyn StartEvents,
 ) -> Result<Started, EngineError> {
     let mut plan = Plan::from_spec(spec, bundle)?;
+    plan.options = options.clone();
+    plan.rootfs.no_pivot = options.no_pivot;
     if (stdio == Stdio::Terminal) != plan.process.terminal {
         return Err(EngineError::InvalidSpec(
             "process.terminal does not match the requested stdio".into(),
@@ -70,13 +75,7 @@ pub fn start(
         }
         None => None,
     };
-    let started = process::start(
-        &plan,
-        cgroup.as_deref(),
-        stdio,
-        host_setup,
-        &mut |console: &OwnedFd| terminal::copy_window_size(console.as_fd()),
-    );
+    let started = process::start(&plan, cgroup.as_deref(), stdio, events);
     match started {
         Ok(mut started) => {
             started.cgroup = cgroup;
@@ -102,6 +101,27 @@ pub fn exec(
     stdio: Stdio,
     detached: bool,
 ) -> Result<Started, EngineError> {
+    exec_with(
+        init_pid,
+        process,
+        seccomp,
+        cgroup_path,
+        stdio,
+        detached,
+        &mut SizeConsole,
+    )
+}
+
+/// [`exec`] with the caller's handling of the console (a console socket, for the OCI runtime).
+pub fn exec_with(
+    init_pid: i32,
+    process: &Process,
+    seccomp: Option<&oci_spec::runtime::LinuxSeccomp>,
+    cgroup_path: Option<&str>,
+    stdio: Stdio,
+    detached: bool,
+    events: &mut dyn StartEvents,
+) -> Result<Started, EngineError> {
     let mut plan = ProcessPlan::from_process(process, false)?;
     plan.seccomp = seccomp.map(seccomp::compile).transpose()?;
     if (stdio == Stdio::Terminal) != plan.terminal {
@@ -114,12 +134,16 @@ pub fn exec(
         Some(path) => Some(cgroups::open(&Layout::detect(), path)?),
         None => None,
     };
-    process::join(
-        &target,
-        &plan,
-        cgroup.as_deref(),
-        stdio,
-        detached,
-        &mut |console: &OwnedFd| terminal::copy_window_size(console.as_fd()),
-    )
+    process::join(&target, &plan, cgroup.as_deref(), stdio, detached, events)
+}
+
+/// Gives a console carton's own window size: what `run -t` and `exec -t` want.
+#[derive(Debug, Default)]
+pub struct SizeConsole;
+
+impl StartEvents for SizeConsole {
+    fn console(&mut self, master: &OwnedFd) -> Result<(), String> {
+        terminal::copy_window_size(master.as_fd());
+        Ok(())
+    }
 }

@@ -30,8 +30,39 @@ pub struct Plan {
     pub cgroup_namespace: bool,
     pub cgroup: Option<CgroupPlan>,
     pub hostname: Option<String>,
+    /// NIS domain name (`domainname`), set like the hostname in the container's UTS namespace.
+    pub domainname: Option<String>,
     pub rootfs: RootfsPlan,
     pub process: ProcessPlan,
+    /// Namespaces joined by path (`linux.namespaces[].path`, e.g. a pod's shared network),
+    /// as (path, CLONE_NEW* kind); the pid namespace is separate: carton enters it for its
+    /// children before the clone.
+    pub join: Vec<(PathBuf, libc::c_int)>,
+    pub join_pid: Option<PathBuf>,
+    /// `hooks`, if the spec has any.
+    pub hooks: Option<oci_spec::runtime::Hooks>,
+    /// The spec's annotations (part of the state hooks receive).
+    pub annotations: std::collections::HashMap<String, String>,
+    /// How the caller starts the container (OCI `create` vs `carton run`).
+    pub options: StartOptions,
+}
+
+/// How a container is started, beyond what its spec says.
+#[derive(Debug, Clone, Default)]
+pub struct StartOptions {
+    /// The init outlives the process that starts it (the OCI runtime's `create` returns and a
+    /// shim or conmon adopts the container): no death signal tied to carton.
+    pub detached_init: bool,
+    /// A FIFO the init opens for writing after its set-up and before the user's process: the
+    /// open blocks until `start` opens it for reading (runc's exec fifo).
+    pub exec_fifo: Option<PathBuf>,
+    /// Descriptors 3..3+N of the caller are passed to the container (systemd socket
+    /// activation).
+    pub preserve_fds: u32,
+    /// Move the rootfs onto / and chroot instead of pivot_root (roots on ramfs).
+    pub no_pivot: bool,
+    /// The container's id, for the state hooks receive.
+    pub container_id: String,
 }
 
 /// `linux.cgroupsPath` and the limits from `linux.resources`.
@@ -124,18 +155,14 @@ impl Plan {
         let linux = spec.linux().as_ref();
 
         let mut clone_flags: c_ulong = 0;
+        let mut join = Vec::new();
+        let mut join_pid = None;
         for ns in linux
             .and_then(|l| l.namespaces().as_ref())
             .into_iter()
             .flatten()
         {
-            if ns.path().is_some() {
-                return Err(EngineError::Unsupported(format!(
-                    "joining an existing {:?} namespace by path",
-                    ns.typ()
-                )));
-            }
-            clone_flags |= match ns.typ() {
+            let flag = match ns.typ() {
                 LinuxNamespaceType::Mount => libc::CLONE_NEWNS,
                 LinuxNamespaceType::Uts => libc::CLONE_NEWUTS,
                 LinuxNamespaceType::Ipc => libc::CLONE_NEWIPC,
@@ -145,7 +172,18 @@ impl Plan {
                 other => {
                     return Err(EngineError::Unsupported(format!("{other:?} namespace")));
                 }
-            } as c_ulong;
+            };
+            match ns.path() {
+                // The rootfs is built in a mount namespace of the container's own.
+                Some(_) if flag == libc::CLONE_NEWNS => {
+                    return Err(EngineError::Unsupported(
+                        "joining an existing mount namespace".into(),
+                    ));
+                }
+                Some(path) if flag == libc::CLONE_NEWPID => join_pid = Some(path.clone()),
+                Some(path) => join.push((path.clone(), flag)),
+                None => clone_flags |= flag as c_ulong,
+            }
         }
         let cgroup_namespace = clone_flags & libc::CLONE_NEWCGROUP as c_ulong != 0;
         clone_flags &= !(libc::CLONE_NEWCGROUP as c_ulong);
@@ -182,11 +220,22 @@ impl Plan {
             Some(r) => Resources::from_oci(r)?,
             None => Resources::default(),
         };
-        let devices = linux
+        // The runtime provides the default devices (runtime spec): they stay usable whatever
+        // the spec's list says, and a spec without a list gets docker's.
+        let mut devices = linux
             .and_then(|l| l.resources().as_ref())
             .and_then(|r| r.devices().as_deref())
             .map(DeviceRule::from_oci)
             .unwrap_or_default();
+        if devices.is_empty() {
+            devices = crate::cgroups::devices::default_rules();
+        } else {
+            devices.extend(
+                crate::cgroups::devices::default_rules()
+                    .into_iter()
+                    .filter(|r| r.allow && r.major.is_some()),
+            );
+        }
         let cgroup = match linux.and_then(|l| l.cgroups_path().as_ref()) {
             Some(path) => Some(CgroupPlan {
                 path: path.to_string_lossy().into_owned(),
@@ -199,11 +248,27 @@ impl Plan {
             None => None,
         };
 
+        let mut sysctl: Vec<(String, String)> = linux
+            .and_then(|l| l.sysctl().clone())
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        sysctl.sort();
+        for (key, _) in &sysctl {
+            check_sysctl(key, clone_flags)?;
+        }
+
         Ok(Plan {
             clone_flags,
             cgroup_namespace,
             cgroup,
+            join,
+            join_pid,
+            hooks: spec.hooks().clone(),
+            annotations: spec.annotations().clone().unwrap_or_default(),
+            options: StartOptions::default(),
             hostname: spec.hostname().clone().filter(|h| !h.is_empty()),
+            domainname: spec.domainname().clone().filter(|d| !d.is_empty()),
             rootfs: RootfsPlan {
                 rootfs: rootfs_path,
                 bundle: bundle.to_path_buf(),
@@ -220,6 +285,8 @@ impl Plan {
                 root_propagation,
                 terminal,
                 cgroup_view: None,
+                sysctl: sysctl.clone(),
+                no_pivot: false,
             },
             process: process_plan,
         })
@@ -229,27 +296,113 @@ impl Plan {
         self.clone_flags & libc::CLONE_NEWNET as c_ulong != 0
     }
 
+    /// The state hooks receive.
+    pub fn hook_state(&self, status: &str, pid: Option<i32>) -> super::hooks::HookState {
+        super::hooks::HookState {
+            oci_version: "1.2.0".into(),
+            id: self.options.container_id.clone(),
+            status: status.into(),
+            pid,
+            bundle: self.rootfs.bundle.display().to_string(),
+            annotations: self.annotations.clone(),
+        }
+    }
+
+    /// Whether the init must stop before pivot_root for hooks.
+    pub fn has_create_hooks(&self) -> bool {
+        self.hooks.as_ref().is_some_and(|h| {
+            [h.prestart(), h.create_runtime(), h.create_container()]
+                .iter()
+                .any(|list| list.as_ref().is_some_and(|l| !l.is_empty()))
+        })
+    }
+
     pub fn new_uts_namespace(&self) -> bool {
         self.clone_flags & libc::CLONE_NEWUTS as c_ulong != 0
     }
 }
 
-/// Features of the runtime spec that later parts of carton implement; until then a spec that
-/// asks for them is refused rather than run with weaker guarantees.
+/// Features of the runtime spec that carton does not implement: a spec that asks for them is
+/// refused with the field's name rather than run with weaker guarantees.
 fn refuse_unsupported(spec: &Spec) -> Result<(), EngineError> {
     let unsupported = |what: &str| Err(EngineError::Unsupported(what.to_string()));
-    if spec.hooks().is_some() {
-        return unsupported("hooks");
-    }
     if let Some(linux) = spec.linux() {
         if linux.uid_mappings().is_some() || linux.gid_mappings().is_some() {
             return unsupported("user namespace id mappings");
         }
-        if linux.sysctl().as_ref().is_some_and(|s| !s.is_empty()) {
-            return unsupported("linux.sysctl");
+        if linux.intel_rdt().is_some() {
+            return unsupported("linux.intelRdt");
+        }
+        if linux.personality().is_some() {
+            return unsupported("linux.personality");
+        }
+        if linux.mount_label().as_ref().is_some_and(|l| !l.is_empty()) {
+            return unsupported("linux.mountLabel (SELinux)");
+        }
+        if linux.time_offsets().is_some() {
+            return unsupported("linux.timeOffsets (time namespace)");
+        }
+        if linux.memory_policy().is_some() {
+            return unsupported("linux.memoryPolicy");
+        }
+        if linux.net_devices().as_ref().is_some_and(|d| !d.is_empty()) {
+            return unsupported("linux.netDevices");
         }
     }
+    if let Some(process) = spec.process() {
+        if process.io_priority().is_some() {
+            return unsupported("process.ioPriority");
+        }
+        if process.scheduler().is_some() {
+            return unsupported("process.scheduler");
+        }
+        if process.exec_cpu_affinity().is_some() {
+            return unsupported("process.execCPUAffinity");
+        }
+    }
+    if spec.domainname().as_ref().is_some_and(|d| !d.is_empty())
+        && !spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.namespaces().as_ref())
+            .is_some_and(|n| {
+                n.iter()
+                    .any(|ns| ns.typ() == LinuxNamespaceType::Uts && ns.path().is_none())
+            })
+    {
+        // Setting it without a UTS namespace of the container's own would change the host's.
+        return Err(EngineError::InvalidSpec(
+            "domainname needs a new UTS namespace".into(),
+        ));
+    }
     Ok(())
+}
+
+/// Only kernel parameters that belong to a namespace the container owns may be set: anything
+/// else would change the host.
+fn check_sysctl(key: &str, clone_flags: c_ulong) -> Result<(), EngineError> {
+    let own = |flag: libc::c_int| clone_flags & flag as c_ulong != 0;
+    let ipc = matches!(
+        key,
+        "kernel.msgmax"
+            | "kernel.msgmnb"
+            | "kernel.msgmni"
+            | "kernel.sem"
+            | "kernel.shmall"
+            | "kernel.shmmax"
+            | "kernel.shmmni"
+            | "kernel.shm_rmid_forced"
+    ) || key.starts_with("fs.mqueue.");
+    let allowed = (ipc && own(libc::CLONE_NEWIPC))
+        || (key.starts_with("net.") && own(libc::CLONE_NEWNET))
+        || (matches!(key, "kernel.hostname" | "kernel.domainname") && own(libc::CLONE_NEWUTS));
+    if allowed && !key.contains('/') && !key.contains("..") {
+        Ok(())
+    } else {
+        Err(EngineError::Unsupported(format!(
+            "linux.sysctl {key:?}: not a parameter of a namespace the container owns"
+        )))
+    }
 }
 
 fn rlimit_resource(kind: PosixRlimitType) -> libc::__rlimit_resource_t {
@@ -333,9 +486,33 @@ mod tests {
             r#"{"type": "network"}"#,
             r#"{"type": "network", "path": "/proc/1/ns/net"}"#,
         );
+        let plan = Plan::from_spec(&spec(&joined), Path::new("/b")).unwrap();
+        assert_eq!(
+            plan.join,
+            [(PathBuf::from("/proc/1/ns/net"), libc::CLONE_NEWNET)]
+        );
+        assert!(!plan.new_network_namespace());
+        let joined_mount = MINIMAL.replace(
+            r#"{"type": "mount"}"#,
+            r#"{"type": "mount", "path": "/proc/1/ns/mnt"}"#,
+        );
         assert!(matches!(
-            Plan::from_spec(&spec(&joined), Path::new("/b")),
+            Plan::from_spec(&spec(&joined_mount), Path::new("/b")),
             Err(EngineError::Unsupported(_))
         ));
+        let host_sysctl = MINIMAL.replace(
+            r#""hostname": "box","#,
+            r#""hostname": "box", "linux": {"sysctl": {"kernel.panic": "1"}, "namespaces": [{"type": "mount"}]},"#,
+        );
+        let parsed: Result<Spec, _> = serde_json::from_str(&host_sysctl);
+        if let Ok(s) = parsed {
+            assert!(Plan::from_spec(&s, Path::new("/b")).is_err());
+        }
+        let net_sysctl = MINIMAL.replace(
+            r#""linux": {"namespaces""#,
+            r#""linux": {"sysctl": {"net.ipv4.ping_group_range": "0 0"}, "namespaces""#,
+        );
+        let plan = Plan::from_spec(&spec(&net_sysctl), Path::new("/b")).unwrap();
+        assert_eq!(plan.rootfs.sysctl.len(), 1);
     }
 }

@@ -31,23 +31,58 @@ pub struct Started {
     pub(crate) saved_mask: SigSet,
 }
 
+/// What the caller does at the points of a container's start where the host side has work.
+pub trait StartEvents {
+    /// After the clone, while the init prepares its rootfs: network plumbing, records. An
+    /// error kills the init.
+    fn host_setup(&mut self, _pid: Pid) -> Result<(), String> {
+        Ok(())
+    }
+    /// The console's pty master, before the exec (size it, or hand it to a console socket).
+    /// An error kills the init.
+    fn console(&mut self, _master: &OwnedFd) -> Result<(), String> {
+        Ok(())
+    }
+    /// The init has its namespaces and mounts and waits before pivot_root: the prestart and
+    /// createRuntime hooks run here (only called when the spec has hooks).
+    fn before_pivot(&mut self, _pid: Pid) -> Result<(), String> {
+        Ok(())
+    }
+}
+
 /// Clones the init with the plan's namespaces and runs it up to the exec of the user's
-/// process. `host_setup` runs in the parent between the clone and the exec (the place for
-/// network plumbing and record keeping): it gets the child's pid; if it fails, the child is
-/// killed. `on_console` receives the pty master before the exec, e.g. to size it.
+/// process — or, with an exec FIFO, up to the point where it waits for `start`.
 ///
 /// The watched signals stay blocked on success; [`super::foreground`] reads them.
 pub fn start(
     plan: &Plan,
     cgroup: Option<&dyn CgroupManager>,
     stdio: Stdio,
-    host_setup: &mut dyn FnMut(Pid) -> Result<(), String>,
-    on_console: &mut dyn FnMut(&OwnedFd),
+    events: &mut dyn StartEvents,
 ) -> Result<Started, EngineError> {
     let (child_stdio, host_stdio) =
         stdio::prepare(stdio).map_err(EngineError::os("set up stdio"))?;
     let (parent_end, child_end) =
         channel::pair().map_err(EngineError::os("create sync channel"))?;
+    // Namespaces to join are opened here, so that a bad path fails before anything exists.
+    let joins: Vec<(OwnedFd, libc::c_int)> = plan
+        .join
+        .iter()
+        .map(|(path, kind)| {
+            File::open(path)
+                .map(|f| (OwnedFd::from(f), *kind))
+                .map_err(|e| EngineError::InvalidSpec(format!("namespace {}: {e}", path.display())))
+        })
+        .collect::<Result<_, _>>()?;
+    if let Some(path) = &plan.join_pid {
+        let ns = File::open(path)
+            .map_err(|e| EngineError::InvalidSpec(format!("namespace {}: {e}", path.display())))?;
+        // Only carton's future children enter it.
+        // SAFETY: setns with an fd of a pid namespace file.
+        if unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&ns), libc::CLONE_NEWPID) } != 0 {
+            return Err(EngineError::last_os("join the pid namespace"));
+        }
+    }
     let saved_mask = block_signals()?;
     let guard = MaskGuard(saved_mask);
 
@@ -57,10 +92,10 @@ pub fn start(
     let (rc, in_cgroup) = clone_child(plan.clone_flags, cgroup_fd.as_ref())?;
     if rc == 0 {
         drop(parent_end);
-        init::run(plan, &child_end, &child_stdio, in_cgroup);
+        init::run(plan, &joins, &child_end, &child_stdio, in_cgroup);
     }
     let pid = Pid::from_raw(rc as libc::pid_t);
-    drop((child_end, child_stdio, cgroup_fd));
+    drop((child_end, child_stdio, cgroup_fd, joins));
 
     let started = (|| {
         if let (Some(cgroup), false) = (cgroup, in_cgroup) {
@@ -71,8 +106,8 @@ pub fn start(
                     .map_err(EngineError::os("tell container init it joined its cgroup"))?;
             }
         }
-        host_setup(pid).map_err(EngineError::Setup)?;
-        handshake(&parent_end, pid, on_console)
+        events.host_setup(pid).map_err(EngineError::Setup)?;
+        handshake(&parent_end, pid, events)
     })();
     finish(pid, started, host_stdio, guard)
 }
@@ -127,7 +162,7 @@ pub fn join(
     cgroup: Option<&dyn CgroupManager>,
     stdio: Stdio,
     detached: bool,
-    on_console: &mut dyn FnMut(&OwnedFd),
+    events: &mut dyn StartEvents,
 ) -> Result<Started, EngineError> {
     let (child_stdio, host_stdio) =
         stdio::prepare(stdio).map_err(EngineError::os("set up stdio"))?;
@@ -160,17 +195,18 @@ pub fn join(
         if let (Some(cgroup), false) = (cgroup, in_cgroup) {
             cgroup.add_process(pid.as_raw())?;
         }
-        handshake(&parent_end, pid, on_console)
+        handshake(&parent_end, pid, events)
     })();
     finish(pid, started, host_stdio, guard)
 }
 
-/// Parent side after the clone: collect the console, wait for Ready, say Go, and wait for the
-/// exec (end-of-file, since the channel is close-on-exec) or its failure.
+/// Parent side after the clone: collect the console, run the create-time hooks when the init
+/// asks, wait for Ready, say Go, and wait for the exec (end-of-file, since the channel is
+/// close-on-exec), its failure, or — OCI create — the init's report that it waits for `start`.
 fn handshake(
     parent_end: &Channel,
     pid: Pid,
-    on_console: &mut dyn FnMut(&OwnedFd),
+    events: &mut dyn StartEvents,
 ) -> Result<Option<OwnedFd>, EngineError> {
     let mut console = None;
     loop {
@@ -179,11 +215,22 @@ fn handshake(
             .map_err(EngineError::os("read from container init"))?
         {
             Some(ToParent::Console(fd)) => {
-                on_console(&fd);
+                events.console(&fd).map_err(EngineError::Setup)?;
                 console = Some(fd);
+            }
+            Some(ToParent::HooksPoint) => {
+                events.before_pivot(pid).map_err(EngineError::Setup)?;
+                parent_end
+                    .send_to_child(&ToChild::HooksDone)
+                    .map_err(EngineError::os("resume container init after hooks"))?;
             }
             Some(ToParent::Ready) => break,
             Some(ToParent::Failed(failure)) => return Err(EngineError::Init(failure)),
+            Some(ToParent::Created) => {
+                return Err(EngineError::Setup(
+                    "container init skipped its release".into(),
+                ));
+            }
             None => return Err(init_died(pid)),
         }
     }
@@ -194,7 +241,7 @@ fn handshake(
         .recv_from_child()
         .map_err(EngineError::os("read from container init"))?
     {
-        None => Ok(console),
+        None | Some(ToParent::Created) => Ok(console),
         Some(ToParent::Failed(failure)) => Err(EngineError::Init(failure)),
         Some(other) => Err(EngineError::Setup(format!(
             "unexpected message from container init after release: {other:?}"

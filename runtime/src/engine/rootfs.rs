@@ -42,6 +42,10 @@ pub struct RootfsPlan {
     pub terminal: bool,
     /// What a mount of type `cgroup` shows: filled in once the container's cgroup exists.
     pub cgroup_view: Option<CgroupView>,
+    /// `linux.sysctl`, written under /proc/sys before it is made read-only.
+    pub sysctl: Vec<(String, String)>,
+    /// Move the rootfs onto / and chroot, instead of pivot_root.
+    pub no_pivot: bool,
 }
 
 /// Result of the filesystem set-up.
@@ -66,8 +70,12 @@ pub(crate) fn failure(
     }
 }
 
-/// Builds the mount tree and pivots into it.
-pub fn prepare(plan: &RootfsPlan) -> StepResult<Prepared> {
+/// Builds the mount tree and pivots into it. `before_pivot` runs once everything is mounted,
+/// while the host's tree is still reachable (createContainer hooks).
+pub fn prepare(
+    plan: &RootfsPlan,
+    before_pivot: &mut dyn FnMut() -> StepResult<()>,
+) -> StepResult<Prepared> {
     mount_raw(None, Path::new("/"), None, plan.root_propagation, None)
         .map_err(|e| failure("make / private", "mount propagation of /", e))?;
 
@@ -118,8 +126,17 @@ pub fn prepare(plan: &RootfsPlan) -> StepResult<Prepared> {
     } else {
         None
     };
-    pivot_root(&plan.rootfs)?;
+    before_pivot()?;
+    if plan.no_pivot {
+        move_root(&plan.rootfs)?;
+    } else {
+        pivot_root(&plan.rootfs)?;
+    }
 
+    for (key, value) in &plan.sysctl {
+        let path = format!("/proc/sys/{}", key.replace('.', "/"));
+        std::fs::write(&path, value).map_err(|e| failure("sysctl", format!("{key}={value}"), e))?;
+    }
     for path in &plan.masked_paths {
         mask_path(Path::new(path))?;
     }
@@ -503,6 +520,29 @@ fn pivot_root(rootfs: &Path) -> StepResult<()> {
         }
         if libc::chdir(c"/".as_ptr()) != 0 {
             return Err(failure(step, "chdir /", io::Error::last_os_error()));
+        }
+    }
+    Ok(())
+}
+
+/// `--no-pivot`: the rootfs is moved onto / and chrooted into (for roots on ramfs, where
+/// pivot_root is refused). Weaker than pivot_root: the old root stays reachable to a process
+/// that can escape a chroot, so it is only done when asked.
+fn move_root(rootfs: &Path) -> StepResult<()> {
+    let step = "move rootfs to /";
+    let dir = open_dir(rootfs).map_err(|e| failure(step, rootfs.display().to_string(), e))?;
+    // SAFETY: plain syscalls with static strings and a valid fd.
+    unsafe {
+        if libc::fchdir(dir.as_raw_fd()) != 0 {
+            return Err(failure(step, "chdir to rootfs", io::Error::last_os_error()));
+        }
+    }
+    mount_raw(Some("."), Path::new("/"), None, libc::MS_MOVE, None)
+        .map_err(|e| failure(step, "mount --move", e))?;
+    // SAFETY: as above.
+    unsafe {
+        if libc::chroot(c".".as_ptr()) != 0 || libc::chdir(c"/".as_ptr()) != 0 {
+            return Err(failure(step, "chroot", io::Error::last_os_error()));
         }
     }
     Ok(())

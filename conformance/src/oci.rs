@@ -1,0 +1,578 @@
+//! Harness for the OCI runtime scenarios: one [`OciHost`] per scenario drives an OCI runtime
+//! binary (carton-runtime, or runc as the reference) with runc's command line, over bundles it
+//! writes itself, so the same scenario runs unchanged against both and their observable results
+//! can be compared.
+//!
+//! Everything lives in a temporary directory of the scenario (state `--root`, bundles, the
+//! `--log` file) and in its own network namespace; each container's cgroup goes below a parent
+//! named after that directory. [`OciHost::finish`] deletes every container the runtime still
+//! lists and fails the scenario when anything is left: a container, a state directory, a mount,
+//! a cgroup, a process.
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::{CartonCmd, DEADLINE, host, netns, rootfs, skip, unmet_prerequisite};
+
+/// The runtime a scenario drives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Runtime {
+    /// carton-runtime, the binary under test.
+    Carton,
+    /// runc, the reference: what carton-runtime's results are compared with.
+    Runc,
+}
+
+impl Runtime {
+    /// The binary, or why it cannot be used.
+    fn binary(self) -> Result<PathBuf, String> {
+        match self {
+            Runtime::Carton => Ok(crate::carton_runtime_bin()),
+            Runtime::Runc => ["/usr/sbin/runc", "/usr/bin/runc", "/usr/local/sbin/runc"]
+                .iter()
+                .map(PathBuf::from)
+                .find(|p| p.is_file())
+                .ok_or_else(|| "runc is not installed (the reference runtime)".to_string()),
+        }
+    }
+}
+
+/// One scenario's runtime, state root, bundles and clean-up.
+pub struct OciHost {
+    runtime: Runtime,
+    bin: PathBuf,
+    netns: netns::TestNetns,
+    base: PathBuf,
+    root: PathBuf,
+    log: PathBuf,
+    rootfs_tar: PathBuf,
+    /// cgroup parent of every container of this scenario (relative to each hierarchy's root).
+    cgroup_parent: String,
+    ids: std::cell::RefCell<Vec<String>>,
+    done: bool,
+}
+
+impl OciHost {
+    /// A fresh host for `runtime`, or `None` (after `skip`) when the machine cannot run it.
+    pub fn new(runtime: Runtime) -> Option<OciHost> {
+        if let Some(reason) = unmet_prerequisite() {
+            skip(&reason);
+            return None;
+        }
+        let bin = match runtime.binary() {
+            Ok(bin) => bin,
+            Err(reason) => {
+                skip(&reason);
+                return None;
+            }
+        };
+        let busybox = rootfs::find_static_busybox().expect("checked by unmet_prerequisite");
+        let base = tempfile::Builder::new()
+            .prefix("carton-oci-")
+            .tempdir_in(std::env::temp_dir())
+            .expect("create a temporary directory")
+            .keep();
+        std::fs::set_permissions(&base, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod base dir");
+        let rootfs_tar = base.join("busybox-rootfs.tar");
+        rootfs::write_busybox_rootfs_tar(&busybox, &rootfs_tar).expect("write busybox rootfs");
+        let name = base.file_name().unwrap().to_string_lossy().into_owned();
+        Some(OciHost {
+            runtime,
+            bin,
+            netns: netns::TestNetns::new().expect("create the scenario's network namespace"),
+            root: base.join("state"),
+            log: base.join("runtime.log"),
+            base,
+            rootfs_tar,
+            cgroup_parent: name,
+            ids: Default::default(),
+            done: false,
+        })
+    }
+
+    pub fn runtime(&self) -> Runtime {
+        self.runtime
+    }
+
+    /// The scenario's directory (bundles and scratch files live below it).
+    pub fn base(&self) -> &Path {
+        &self.base
+    }
+
+    /// `base()/rel`.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.base.join(rel)
+    }
+
+    /// The state `--root` of the runtime.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The `--log` file (JSON lines).
+    pub fn log_file(&self) -> &Path {
+        &self.log
+    }
+
+    /// The network namespace that plays the host.
+    pub fn netns(&self) -> &netns::TestNetns {
+        &self.netns
+    }
+
+    /// The cgroup path (`linux.cgroupsPath`) the bundles of this host give container `id`.
+    pub fn cgroups_path(&self, id: &str) -> String {
+        format!("/{}/{id}", self.cgroup_parent)
+    }
+
+    /// A bundle directory `name` with the busybox rootfs and a config.json running `args`
+    /// ([`default_config`]), after `edit` changed the config.
+    pub fn bundle(&self, name: &str, args: &[&str], edit: impl FnOnce(&mut Value)) -> PathBuf {
+        let dir = self.base.join(name);
+        let rootfs = dir.join("rootfs");
+        std::fs::create_dir_all(&rootfs).expect("create bundle rootfs");
+        let file = File::open(&self.rootfs_tar).expect("open busybox rootfs tar");
+        let mut archive = tar::Archive::new(file);
+        archive.set_preserve_permissions(true);
+        archive.unpack(&rootfs).expect("unpack busybox rootfs");
+        let mut config = default_config(args);
+        config["linux"]["cgroupsPath"] = json!(self.cgroups_path(name));
+        edit(&mut config);
+        self.write_config(&dir, &config);
+        dir
+    }
+
+    /// Replaces a bundle's config.json.
+    pub fn write_config(&self, bundle: &Path, config: &Value) {
+        let text = serde_json::to_vec_pretty(config).expect("serialize config");
+        std::fs::write(bundle.join("config.json"), text).expect("write config.json");
+    }
+
+    /// `<runtime> --root <root> --log <log> --log-format json <args…>`, in the scenario's
+    /// network namespace, with a deadline.
+    pub fn cmd<I, S>(&self, args: I) -> CartonCmd
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut cmd = CartonCmd::new(&self.bin);
+        cmd.netns = Some(self.netns.clone());
+        cmd.arg("--root")
+            .arg(&self.root)
+            .arg("--log")
+            .arg(&self.log)
+            .args(["--log-format", "json"])
+            .args(args);
+        cmd
+    }
+
+    /// Runs a command that leaves a container process behind (`create`, `run --detach`,
+    /// `exec --detach`): the container inherits the command's stdout and stderr, so they go to
+    /// files (`<base>/<id>.out`, `.err`) instead of pipes that would stay open. Returns the
+    /// status and what the command itself printed to stderr so far.
+    pub fn run_leaving_process<I, S>(&self, id: &str, args: I) -> (ExitStatus, String)
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.remember(id);
+        let out_path = self.base.join(format!("{id}.out"));
+        let err_path = self.base.join(format!("{id}.err"));
+        let mut cmd = self.cmd(args).to_std();
+        cmd.stdin(Stdio::null())
+            .stdout(append(&out_path))
+            .stderr(append(&err_path));
+        let status = wait_with_deadline(cmd, DEADLINE);
+        let err = std::fs::read_to_string(&err_path).unwrap_or_default();
+        (status, err)
+    }
+
+    /// `create --bundle <bundle> [extra…] <id>`; asserts success.
+    #[track_caller]
+    pub fn create(&self, id: &str, bundle: &Path, extra: &[&str]) {
+        let mut args: Vec<&OsStr> = vec![OsStr::new("create"), OsStr::new("--bundle")];
+        args.push(bundle.as_os_str());
+        args.extend(extra.iter().map(OsStr::new));
+        args.push(OsStr::new(id));
+        let (status, err) = self.run_leaving_process(id, args);
+        assert!(
+            status.success(),
+            "{:?} create {id} failed ({status}): {err}\nlog: {}",
+            self.runtime,
+            self.log_text()
+        );
+    }
+
+    /// What the container `id` printed (its stdout file).
+    pub fn container_output(&self, id: &str) -> String {
+        std::fs::read_to_string(self.base.join(format!("{id}.out"))).unwrap_or_default()
+    }
+
+    /// Waits until the container's stdout contains `needle`; returns it.
+    #[track_caller]
+    pub fn wait_for_output(&self, id: &str, needle: &str) -> String {
+        let started = Instant::now();
+        loop {
+            let text = self.container_output(id);
+            if text.contains(needle) {
+                return text;
+            }
+            assert!(
+                started.elapsed() < DEADLINE,
+                "container {id} never printed {needle:?}; it printed {text:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `state <id>` as JSON; asserts success.
+    #[track_caller]
+    pub fn state(&self, id: &str) -> Value {
+        let out = self.cmd(["state", id]).stdout_ok();
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("state {id} is not JSON ({e}): {out}"))
+    }
+
+    /// The `status` of `state <id>`.
+    #[track_caller]
+    pub fn status(&self, id: &str) -> String {
+        self.state(id)["status"]
+            .as_str()
+            .unwrap_or_else(|| panic!("state {id} has no status"))
+            .to_string()
+    }
+
+    /// Waits until `state <id>` reports `status`.
+    #[track_caller]
+    pub fn wait_status(&self, id: &str, status: &str) {
+        let started = Instant::now();
+        loop {
+            let now = self.status(id);
+            if now == status {
+                return;
+            }
+            assert!(
+                started.elapsed() < DEADLINE,
+                "container {id} stayed {now:?}, expected {status:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Ids the runtime lists (`list -q`).
+    #[track_caller]
+    pub fn listed(&self) -> Vec<String> {
+        let out = self.cmd(["list", "-q"]).stdout_ok();
+        out.lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect()
+    }
+
+    /// The `--log` file's content.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The `--log` file's entries with level "error" (their messages); panics on a line that is
+    /// not a JSON object with `level` and `msg`.
+    #[track_caller]
+    pub fn logged_errors(&self) -> Vec<String> {
+        let mut errors = Vec::new();
+        for line in self.log_text().lines().filter(|l| !l.trim().is_empty()) {
+            let entry: Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("--log line is not JSON ({e}): {line}"));
+            let level = entry["level"].as_str();
+            let msg = entry["msg"].as_str();
+            assert!(
+                level.is_some() && msg.is_some(),
+                "--log line without level/msg: {line}"
+            );
+            if level == Some("error") {
+                errors.push(msg.unwrap().to_string());
+            }
+        }
+        errors
+    }
+
+    /// Host directories of container `id`'s cgroup that exist.
+    pub fn cgroup_dirs(&self, id: &str) -> Vec<PathBuf> {
+        cgroup_roots()
+            .into_iter()
+            .map(|r| r.join(&self.cgroup_parent).join(id))
+            .filter(|d| d.is_dir())
+            .collect()
+    }
+
+    /// The host path of a cgroup file of container `id`, in the hierarchy that has `v1_controller`
+    /// (v1) or the unified one (v2): the first that exists.
+    pub fn cgroup_file(
+        &self,
+        id: &str,
+        v1_controller: &str,
+        v1: &str,
+        v2: &str,
+    ) -> Option<PathBuf> {
+        for dir in self.cgroup_dirs(id) {
+            let parent = dir.parent()?.parent()?;
+            let is_v1 = parent
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().split(',').any(|c| c == v1_controller));
+            if is_v1 && dir.join(v1).exists() {
+                return Some(dir.join(v1));
+            }
+            if dir.join(v2).exists() && dir.join("cgroup.controllers").exists() {
+                return Some(dir.join(v2));
+            }
+        }
+        None
+    }
+
+    fn remember(&self, id: &str) {
+        let mut ids = self.ids.borrow_mut();
+        if !ids.iter().any(|i| i == id) {
+            ids.push(id.to_string());
+        }
+    }
+
+    /// Ends the scenario: deletes (forcibly) every container the runtime lists, then fails if a
+    /// container is still listed, the state root holds anything, a cgroup, mount or process of
+    /// the scenario is left. Leftovers are removed either way.
+    #[track_caller]
+    pub fn finish(mut self) {
+        let problems = self.clean_up();
+        self.done = true;
+        assert!(
+            problems.is_empty(),
+            "{:?} left things behind in {}:\n  {}",
+            self.runtime,
+            self.base.display(),
+            problems.join("\n  ")
+        );
+    }
+
+    fn clean_up(&mut self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let list = |host: &OciHost| -> Vec<String> {
+            match host.cmd(["list", "-q"]).try_output() {
+                Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(String::from)
+                    .collect(),
+                _ => Vec::new(),
+            }
+        };
+        if self.root.exists() {
+            for id in list(self) {
+                let _ = self.cmd(["delete", "--force", &id]).try_output();
+            }
+            let left = list(self);
+            if !left.is_empty() {
+                problems.push(format!(
+                    "containers still listed after delete --force: {left:?}"
+                ));
+            }
+            let entries: Vec<String> = std::fs::read_dir(&self.root)
+                .map(|d| {
+                    d.filter_map(Result::ok)
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            if !entries.is_empty() {
+                problems.push(format!("the state root still holds {entries:?}"));
+            }
+        }
+        // Container processes have their root in a bundle; runtime processes name the root.
+        let ids: Vec<String> = self.ids.borrow().clone();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut leftovers = host::processes_referencing(&[&self.base], &[]);
+        while !leftovers.is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+            leftovers = host::processes_referencing(&[&self.base], &[]);
+        }
+        for (process, why) in &leftovers {
+            problems.push(format!(
+                "process {} left ({why}): {}",
+                process.pid,
+                process.cmdline()
+            ));
+            process.signal(nix::sys::signal::Signal::SIGKILL);
+        }
+        for id in &ids {
+            let dirs = self.cgroup_dirs(id);
+            if !dirs.is_empty() {
+                problems.push(format!("cgroup of {id} left: {dirs:?}"));
+                crate::cgroup::kill_and_remove(&dirs);
+            }
+        }
+        // The parent directories are the scenario's own (runtimes never remove a parent).
+        for root in cgroup_roots() {
+            let parent = root.join(&self.cgroup_parent);
+            if parent.is_dir() {
+                if let Ok(children) = std::fs::read_dir(&parent) {
+                    let dirs: Vec<PathBuf> = children
+                        .filter_map(Result::ok)
+                        .map(|e| e.path())
+                        .filter(|p| p.is_dir())
+                        .collect();
+                    crate::cgroup::kill_and_remove(&dirs);
+                }
+                let _ = std::fs::remove_dir(&parent);
+            }
+        }
+        let mounts = host::mount_lines_mentioning(&self.base);
+        if !mounts.is_empty() {
+            problems.push(format!("mounts left: {mounts:?}"));
+            let mut points: Vec<PathBuf> =
+                mounts.iter().filter_map(|l| host::mount_point(l)).collect();
+            points.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
+            for point in points {
+                let _ = nix::mount::umount2(&point, nix::mount::MntFlags::MNT_DETACH);
+            }
+        }
+        if let Err(e) = std::fs::remove_dir_all(&self.base) {
+            problems.push(format!("cannot remove {}: {e}", self.base.display()));
+        }
+        problems
+    }
+}
+
+impl Drop for OciHost {
+    fn drop(&mut self) {
+        if !self.done {
+            let problems = self.clean_up();
+            if !problems.is_empty() {
+                eprintln!(
+                    "clean-up after a failed scenario:\n  {}",
+                    problems.join("\n  ")
+                );
+            }
+        }
+    }
+}
+
+/// The mount points of every cgroup hierarchy (v1 controllers, the unified one).
+fn cgroup_roots() -> Vec<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    info.lines()
+        .filter_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            (right.starts_with("cgroup ") || right.starts_with("cgroup2 "))
+                .then(|| left.split(' ').nth(4).map(PathBuf::from))
+                .flatten()
+        })
+        .collect()
+}
+
+fn append(path: &Path) -> File {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("open {}: {e}", path.display()))
+}
+
+/// Runs `cmd` (stdio already set) to its end; kills it and panics at `deadline`.
+#[track_caller]
+fn wait_with_deadline(mut cmd: Command, deadline: Duration) -> ExitStatus {
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait for the runtime") {
+            return status;
+        }
+        if started.elapsed() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} did not finish within {deadline:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// stdout+stderr of an output, for messages.
+pub fn all_output(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The config.json every scenario starts from: the busybox rootfs, `args` as root with
+/// docker's default capabilities, new pid/net/ipc/uts/mount namespaces, the usual /proc, /dev,
+/// /sys mounts. Written here (not taken from `spec`) so both runtimes get the same bytes.
+pub fn default_config(args: &[&str]) -> Value {
+    let caps = [
+        "CAP_CHOWN",
+        "CAP_DAC_OVERRIDE",
+        "CAP_FSETID",
+        "CAP_FOWNER",
+        "CAP_MKNOD",
+        "CAP_NET_RAW",
+        "CAP_SETGID",
+        "CAP_SETUID",
+        "CAP_SETFCAP",
+        "CAP_SETPCAP",
+        "CAP_NET_BIND_SERVICE",
+        "CAP_SYS_CHROOT",
+        "CAP_KILL",
+        "CAP_AUDIT_WRITE",
+    ];
+    json!({
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": false,
+            "user": {"uid": 0, "gid": 0},
+            "args": args,
+            "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "TERM=xterm"],
+            "cwd": "/",
+            "capabilities": {
+                "bounding": caps, "effective": caps, "permitted": caps, "inheritable": [], "ambient": []
+            },
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
+            "noNewPrivileges": true
+        },
+        "root": {"path": "rootfs", "readonly": false},
+        "hostname": "oci-test",
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+             "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+            {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+             "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]},
+            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+             "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+            {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+             "options": ["nosuid", "noexec", "nodev"]},
+            {"destination": "/sys", "type": "sysfs", "source": "sysfs",
+             "options": ["nosuid", "noexec", "nodev", "ro"]}
+        ],
+        "linux": {
+            "resources": {"devices": [{"allow": false, "access": "rwm"}]},
+            "namespaces": [
+                {"type": "pid"}, {"type": "network"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}
+            ],
+            "maskedPaths": ["/proc/kcore", "/proc/keys", "/proc/timer_list", "/sys/firmware"],
+            "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+        }
+    })
+}
+
+/// A bind mount entry for a config's `mounts`.
+pub fn bind_mount(source: &Path, destination: &str) -> Value {
+    json!({
+        "destination": destination,
+        "type": "bind",
+        "source": source,
+        "options": ["rbind", "rw"]
+    })
+}

@@ -1,0 +1,438 @@
+//! The runc command line. Errors go to stderr and, with `--log`, to the log file in the
+//! requested format (`json`: one object per line with level, msg and time — what conmon and
+//! containerd's shim read back when a command fails).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+
+use super::create::{CreateArgs, create};
+use super::exec::{ExecArgs, exec};
+use super::state::{Status, Store};
+use super::{OciError, lifecycle, template};
+use crate::state::Timestamp;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "carton-runtime",
+    version = concat!(env!("CARGO_PKG_VERSION"), "\nspec: 1.2.0"),
+    about = "An OCI runtime (runc's command line) over carton's engine"
+)]
+struct Cli {
+    /// Directory for the state of containers.
+    #[arg(long, global = true, default_value = "/run/carton-runtime")]
+    root: PathBuf,
+    /// Also write errors (and warnings) to this file.
+    #[arg(long, global = true)]
+    log: Option<PathBuf>,
+    /// Format of the --log file: text or json.
+    #[arg(long, global = true, default_value = "text")]
+    log_format: String,
+    /// Accepted for compatibility: cgroups are driven through cgroupfs, systemd-style paths
+    /// (slice:prefix:name) are translated.
+    #[arg(long, global = true)]
+    systemd_cgroup: bool,
+    /// More log output.
+    #[arg(long, global = true)]
+    debug: bool,
+    /// Accepted for compatibility (`--rootless false`); rootless mode is not implemented.
+    #[arg(long, global = true)]
+    rootless: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Args)]
+struct CreateFlags {
+    /// Bundle directory (default: the current one).
+    #[arg(short, long, default_value = ".")]
+    bundle: PathBuf,
+    #[arg(long)]
+    pid_file: Option<PathBuf>,
+    #[arg(long)]
+    console_socket: Option<PathBuf>,
+    #[arg(long)]
+    no_pivot: bool,
+    /// Accepted for compatibility: carton does not create session keyrings.
+    #[arg(long)]
+    no_new_keyring: bool,
+    #[arg(long, default_value_t = 0)]
+    preserve_fds: u32,
+    id: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create a container, waiting for `start`.
+    Create(CreateFlags),
+    /// Start a created container.
+    Start { id: String },
+    /// Print a container's state (JSON).
+    State { id: String },
+    /// Send a signal to a container's init (or all its processes).
+    Kill {
+        #[arg(short, long)]
+        all: bool,
+        id: String,
+        #[arg(default_value = "SIGTERM")]
+        signal: String,
+    },
+    /// Delete a container's resources.
+    Delete {
+        #[arg(short, long)]
+        force: bool,
+        id: String,
+    },
+    /// Create and start a container; without --detach, wait for it and delete it.
+    Run {
+        #[command(flatten)]
+        flags: CreateFlags,
+        #[arg(short, long)]
+        detach: bool,
+        /// Keep the container's state after it exits.
+        #[arg(long)]
+        keep: bool,
+    },
+    /// Run a process in a container.
+    Exec {
+        /// Path to a process.json.
+        #[arg(short, long)]
+        process: Option<PathBuf>,
+        #[arg(short, long)]
+        tty: bool,
+        #[arg(short, long)]
+        detach: bool,
+        #[arg(long)]
+        pid_file: Option<PathBuf>,
+        #[arg(long)]
+        console_socket: Option<PathBuf>,
+        #[arg(long)]
+        cwd: Option<PathBuf>,
+        #[arg(short, long)]
+        env: Vec<String>,
+        /// UID[:GID]
+        #[arg(short, long)]
+        user: Option<String>,
+        id: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Freeze every process of a container.
+    Pause { id: String },
+    /// Thaw a paused container.
+    Resume { id: String },
+    /// List the processes of a container.
+    Ps {
+        #[arg(short, long, default_value = "table")]
+        format: String,
+        id: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        ps_args: Vec<String>,
+    },
+    /// List containers.
+    List {
+        #[arg(short, long, default_value = "table")]
+        format: String,
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Change a running container's limits.
+    Update {
+        /// linux.resources JSON: a file, or - for stdin.
+        #[arg(short, long)]
+        resources: String,
+        id: String,
+    },
+    /// Print the features this runtime implements (JSON).
+    Features,
+    /// Write a default config.json.
+    Spec {
+        #[arg(short, long, default_value = ".")]
+        bundle: PathBuf,
+    },
+}
+
+/// Entry point of the `carton-runtime` binary; returns the exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => 0,
+                _ => 1,
+            };
+        }
+    };
+    let log = Log {
+        path: cli.log.clone(),
+        json: cli.log_format == "json",
+    };
+    if cli.systemd_cgroup {
+        log.write(
+            "warning",
+            "--systemd-cgroup: carton drives cgroupfs; systemd paths are translated",
+        );
+    }
+    let store = Store::new(&cli.root);
+    match dispatch(&store, &cli) {
+        Ok(code) => code,
+        Err(e) => {
+            let message = e.to_string();
+            log.write("error", &message);
+            eprintln!("carton-runtime: {message}");
+            1
+        }
+    }
+}
+
+fn dispatch(store: &Store, cli: &Cli) -> Result<i32, OciError> {
+    match &cli.command {
+        Command::Create(f) => {
+            create(store, &create_args(f, cli.systemd_cgroup))?;
+            Ok(0)
+        }
+        Command::Run {
+            flags,
+            detach,
+            keep,
+        } => {
+            let (record, started) = create(store, &create_args(flags, cli.systemd_cgroup))?;
+            if let Err(e) = lifecycle::start(store, &record.id) {
+                let _ = lifecycle::delete(store, &record.id, true);
+                return Err(e);
+            }
+            if *detach {
+                return Ok(0);
+            }
+            let status = crate::engine::foreground::wait(
+                started,
+                crate::engine::Attach { stdin: false },
+                &mut crate::engine::ToCartonStdio,
+            )?;
+            if !keep {
+                lifecycle::delete(store, &record.id, true)?;
+            }
+            Ok(status.code)
+        }
+        Command::Start { id } => lifecycle::start(store, id).map(|()| 0),
+        Command::State { id } => {
+            let state = lifecycle::state(store, id)?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&state).unwrap_or_default()
+            );
+            Ok(0)
+        }
+        Command::Kill { all, id, signal } => {
+            let signal = crate::container::lifecycle::parse_signal(signal)
+                .map_err(|e| OciError::InvalidConfig(e.to_string()))?;
+            lifecycle::kill(store, id, signal, *all).map(|()| 0)
+        }
+        Command::Delete { force, id } => lifecycle::delete(store, id, *force).map(|()| 0),
+        Command::Exec {
+            process,
+            tty,
+            detach,
+            pid_file,
+            console_socket,
+            cwd,
+            env,
+            user,
+            id,
+            args,
+        } => exec(
+            store,
+            &ExecArgs {
+                id: id.clone(),
+                process: process.clone(),
+                args: args.clone(),
+                tty: *tty,
+                detach: *detach,
+                pid_file: pid_file.clone(),
+                console_socket: console_socket.clone(),
+                cwd: cwd.clone(),
+                env: env.clone(),
+                user: user.clone(),
+            },
+        ),
+        Command::Pause { id } => lifecycle::pause(store, id).map(|()| 0),
+        Command::Resume { id } => lifecycle::resume(store, id).map(|()| 0),
+        Command::Ps {
+            format,
+            id,
+            ps_args,
+        } => {
+            let pids = lifecycle::pids(store, id)?;
+            if format == "json" {
+                println!("{}", serde_json::to_string(&pids).unwrap_or_default());
+                return Ok(0);
+            }
+            ps_table(&pids, ps_args)
+        }
+        Command::List { format, quiet } => {
+            let all = lifecycle::list(store)?;
+            if *quiet {
+                for (r, _) in &all {
+                    println!("{}", r.id);
+                }
+            } else if format == "json" {
+                let states: Vec<serde_json::Value> = all
+                    .iter()
+                    .map(|(r, s)| super::state::state_json(r, *s))
+                    .collect();
+                println!("{}", serde_json::to_string(&states).unwrap_or_default());
+            } else {
+                println!("ID\tPID\tSTATUS\tBUNDLE\tCREATED");
+                for (r, s) in &all {
+                    let pid = if *s == Status::Stopped { 0 } else { r.pid };
+                    println!(
+                        "{}\t{pid}\t{}\t{}\t{}",
+                        r.id,
+                        s.as_str(),
+                        r.bundle.display(),
+                        r.created.to_rfc3339()
+                    );
+                }
+            }
+            Ok(0)
+        }
+        Command::Update { resources, id } => {
+            let bytes = lifecycle::read_resources(resources)?;
+            lifecycle::update(store, id, &bytes).map(|()| 0)
+        }
+        Command::Features => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&template::features()).unwrap_or_default()
+            );
+            Ok(0)
+        }
+        Command::Spec { bundle } => {
+            if cli.rootless.as_deref().is_some_and(|r| r != "false") {
+                return Err(OciError::InvalidConfig(
+                    "rootless containers are not implemented".into(),
+                ));
+            }
+            write_spec(bundle).map(|()| 0)
+        }
+    }
+}
+
+fn create_args(f: &CreateFlags, systemd_cgroup: bool) -> CreateArgs {
+    CreateArgs {
+        id: f.id.clone(),
+        bundle: f.bundle.clone(),
+        pid_file: f.pid_file.clone(),
+        console_socket: f.console_socket.clone(),
+        no_pivot: f.no_pivot,
+        preserve_fds: f.preserve_fds,
+        systemd_cgroup,
+    }
+}
+
+fn write_spec(bundle: &Path) -> Result<(), OciError> {
+    let path = bundle.join("config.json");
+    if path.exists() {
+        return Err(OciError::InvalidConfig(format!(
+            "{} already exists",
+            path.display()
+        )));
+    }
+    let text = serde_json::to_vec_pretty(&template::default_spec()).unwrap_or_default();
+    std::fs::write(&path, text).map_err(OciError::io(format!("write {}", path.display())))
+}
+
+/// `ps`'s table: the system's ps, limited to the container's processes.
+fn ps_table(pids: &[i32], args: &[String]) -> Result<i32, OciError> {
+    if pids.is_empty() {
+        println!("PID");
+        return Ok(0);
+    }
+    let list: Vec<String> = pids.iter().map(i32::to_string).collect();
+    let mut cmd = std::process::Command::new("ps");
+    if args.is_empty() {
+        cmd.arg("-f");
+    } else {
+        cmd.args(args);
+    }
+    cmd.arg("-p").arg(list.join(","));
+    let status = cmd.status().map_err(OciError::io("run ps"))?;
+    Ok(status.code().unwrap_or(1))
+}
+
+/// `--log`: errors and warnings, as text or JSON lines.
+struct Log {
+    path: Option<PathBuf>,
+    json: bool,
+}
+
+impl Log {
+    fn write(&self, level: &str, message: &str) {
+        let Some(path) = &self.path else {
+            return;
+        };
+        let time = Timestamp::now().to_rfc3339();
+        let line = if self.json {
+            serde_json::json!({"level": level, "msg": message, "time": time}).to_string()
+        } else {
+            format!("time=\"{time}\" level={level} msg={message:?}")
+        };
+        if let Ok(mut file) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            let _ = writeln!(file, "{line}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn runc_style_invocations_parse() {
+        let cli = Cli::try_parse_from([
+            "carton-runtime",
+            "--root",
+            "/r",
+            "--log",
+            "/l",
+            "--log-format",
+            "json",
+            "create",
+            "--bundle",
+            "/b",
+            "--pid-file",
+            "/p",
+            "--console-socket",
+            "/s",
+            "c1",
+        ])
+        .unwrap();
+        assert!(matches!(cli.command, Command::Create(ref f) if f.id == "c1"));
+        let cli = Cli::try_parse_from(["carton-runtime", "kill", "--all", "c1", "KILL"]).unwrap();
+        assert!(matches!(cli.command, Command::Kill { all: true, .. }));
+        let cli = Cli::try_parse_from([
+            "carton-runtime",
+            "exec",
+            "--detach",
+            "--pid-file",
+            "/p",
+            "--process",
+            "/proc.json",
+            "c1",
+        ])
+        .unwrap();
+        assert!(matches!(cli.command, Command::Exec { detach: true, .. }));
+    }
+}
