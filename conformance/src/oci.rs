@@ -30,14 +30,20 @@ pub enum Runtime {
 
 impl Runtime {
     /// The binary, or why it cannot be used.
-    fn binary(self) -> Result<PathBuf, String> {
+    pub fn binary(self) -> Result<PathBuf, String> {
         match self {
             Runtime::Carton => Ok(crate::carton_runtime_bin()),
-            Runtime::Runc => ["/usr/sbin/runc", "/usr/bin/runc", "/usr/local/sbin/runc"]
-                .iter()
-                .map(PathBuf::from)
-                .find(|p| p.is_file())
-                .ok_or_else(|| "runc is not installed (the reference runtime)".to_string()),
+            Runtime::Runc => crate::clients::find_program("runc").ok_or_else(|| {
+                "runc (the reference runtime) is not installed: apt-get install runc".into()
+            }),
+        }
+    }
+
+    /// The state root the runtime uses when its caller passes no `--root`.
+    pub fn default_root(self) -> &'static Path {
+        match self {
+            Runtime::Carton => Path::new("/run/carton-runtime"),
+            Runtime::Runc => Path::new("/run/runc"),
         }
     }
 }

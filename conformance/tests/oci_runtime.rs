@@ -687,3 +687,27 @@ fn features_and_spec(#[values(Runtime::Carton, Runtime::Runc)] rt: Runtime) {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "from-spec\n");
     oci.finish();
 }
+
+/// A spec without HOME (containerd's default, Kubernetes' CRI) gets the user's home from the
+/// container's /etc/passwd, or "/" for a user it does not list; a HOME in the spec is kept.
+#[rstest]
+fn home_comes_from_passwd_when_the_spec_has_none(
+    #[values(Runtime::Carton, Runtime::Runc)] rt: Runtime,
+) {
+    let Some(oci) = OciHost::new(rt) else { return };
+    let run = |name: &str, uid: u32, env: &[&str]| -> String {
+        let bundle = oci.bundle(name, &["sh", "-c", "echo $HOME"], |c| {
+            c["process"]["env"] = json!(env);
+            c["process"]["user"] = json!({"uid": uid, "gid": uid});
+        });
+        let out = oci
+            .cmd(["run", "--bundle", bundle.to_str().unwrap(), name])
+            .output();
+        assert!(out.status.success(), "{}", all_output(&out));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(run("h1", 0, &["PATH=/bin"]), "/root");
+    assert_eq!(run("h2", 4242, &["PATH=/bin"]), "/");
+    assert_eq!(run("h3", 0, &["PATH=/bin", "HOME=/custom"]), "/custom");
+    oci.finish();
+}

@@ -323,6 +323,8 @@ fn finish(
         capabilities::drop_bounding(caps)
             .map_err(|e| failure("capabilities", "drop the bounding set", e))?;
     }
+    // Read while still root: the user may not be allowed to read /etc/passwd.
+    let env = env_with_home(&process.env, process.uid);
     switch_user(process)?;
     if let Some(caps) = &process.capabilities {
         capabilities::set(caps).map_err(|e| failure("capabilities", "set capabilities", e))?;
@@ -337,7 +339,42 @@ fn finish(
         }
     }
     signals::reset_for_exec();
-    Err(exec::exec(&process.args, &process.env))
+    Err(exec::exec(&process.args, &env))
+}
+
+/// The environment with HOME added when the spec has none, as runc does: the user's home from
+/// the container's /etc/passwd, else "/". (containerd's default spec and Kubernetes' CRI leave
+/// HOME out; programs such as shells and git expect it.)
+fn env_with_home(env: &[String], uid: u32) -> Vec<String> {
+    let mut env = env.to_vec();
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        let home = home_of(uid).unwrap_or_else(|| "/".to_string());
+        env.push(format!("HOME={home}"));
+    }
+    env
+}
+
+/// The home directory of `uid` in the container's /etc/passwd. The file belongs to the
+/// container: only a regular file is read (a FIFO there must not block the init), and at most
+/// 1 MiB of it.
+fn home_of(uid: u32) -> Option<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open("/etc/passwd")
+        .ok()?;
+    if !file.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut text = String::new();
+    file.take(1 << 20).read_to_string(&mut text).ok()?;
+    text.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split(':').collect();
+        (fields.len() >= 7 && fields[2].parse() == Ok(uid) && !fields[5].is_empty())
+            .then(|| fields[5].to_string())
+    })
 }
 
 /// Blocks until `start` opens the exec FIFO, then tells it, by one byte, that the init goes on.
