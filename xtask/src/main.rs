@@ -1,10 +1,11 @@
 //! `cargo xtask …`: the project's developer commands, written in Rust so they run wherever cargo
 //! does, with no Makefile or shell-script dialects to keep in sync.
 //!
-//! One module per subcommand (`demo`, `test`, `test_vm`; later `bench`), plus shared helpers that
+//! One module per subcommand (`demo`, `test`, `test_vm`, `bench`), plus shared helpers that
 //! every subcommand needs: `util` (paths, root check, headings), `cargo` (building carton, nextest)
 //! and `busybox` (getting a static busybox for the test/demo rootfs).
 
+mod bench;
 mod busybox;
 mod cargo;
 mod demo;
@@ -47,6 +48,8 @@ enum Command {
     Test(test::TestArgs),
     /// Run the conformance scenarios in QEMU guests: kernels × cgroup v1/v2 (see vm/README.md).
     TestVm(test_vm::TestVmArgs),
+    /// Measure carton against crun, runc, podman and tar; report under target/bench/ (root).
+    Bench(bench::BenchArgs),
 }
 
 /// Errors are printed as a message plus its causes, never as a backtrace (even when
@@ -72,5 +75,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(args) => demo::run(&sh, args),
         Command::Test(args) => test::run(&sh, args),
         Command::TestVm(args) => test_vm::run(&sh, args),
+        Command::Bench(args) => bench::run(&sh, args),
     }
 }
