@@ -703,9 +703,10 @@ mod tests {
             .unwrap();
         let p = Process::of(child.id() as i32).unwrap();
         assert!(p.is_alive(), "{p}");
-        // Right after spawn the command line can still read empty (exec in progress).
+        // Right after spawn the child may not have exec'd yet: its command line is then
+        // still the test's own (a fork's copy) or empty.
         let deadline = Instant::now() + DEADLINE;
-        while p.cmdline().is_empty() && Instant::now() < deadline {
+        while p.cmdline() != "sleep 30" && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
         assert_eq!(p.cmdline(), "sleep 30");

@@ -169,6 +169,14 @@ pub fn program(rules: &[DeviceRule]) -> Vec<Insn> {
         if let Some(minor) = rule.minor {
             checks.push((insn(JNE_IMM, 5, 0, 0, minor as i32), true));
         }
+        if checks.is_empty() {
+            // A rule matching every access decides everything not decided before it: the
+            // rules after it (earlier in the list) could never run, and the verifier refuses
+            // unreachable instructions.
+            p.push(insn(MOV64_IMM, 0, 0, 0, i32::from(rule.allow)));
+            p.push(insn(EXIT, 0, 0, 0, 0));
+            return p;
+        }
         // After the checks: r0 = verdict; exit. A failed check jumps past those two.
         let len = checks.len();
         for (i, (mut ins, is_jump)) in checks.into_iter().enumerate() {
@@ -226,17 +234,48 @@ pub fn attach_v2(dir: &Path, rules: &[DeviceRule]) -> Result<(), CgroupError> {
         value: what.to_string(),
         source,
     };
+    let prog = load_program(rules).map_err(|(source, verifier)| {
+        err(
+            &format!("the device eBPF program (load; verifier: {verifier})"),
+            source,
+        )
+    })?;
+    attach_program(dir, &prog).map_err(|(what, source)| err(what, source))
+}
+
+/// Loads the device program for `rules`; on failure, the error and the verifier's last line.
+fn load_program(rules: &[DeviceRule]) -> Result<OwnedFd, (io::Error, String)> {
     let insns = program(rules);
+    // Without a log first: a verbose log that outgrows its buffer fails the load with ENOSPC
+    // on newer kernels. Only a refused program is loaded again, with a log, to say why.
+    match bpf_prog_load(&insns, None) {
+        Ok(fd) => Ok(fd),
+        Err(source) => {
+            let mut log = vec![0u8; 1 << 20];
+            let _ = bpf_prog_load(&insns, Some(&mut log));
+            let verifier = String::from_utf8_lossy(&log);
+            let verifier = verifier.trim_end_matches('\0').trim();
+            log::debug!("device program refused: {verifier}");
+            let last = verifier.lines().last().unwrap_or("no log").to_string();
+            Err((source, last))
+        }
+    }
+}
+
+fn bpf_prog_load(insns: &[Insn], log: Option<&mut [u8]>) -> io::Result<OwnedFd> {
     let license = c"Apache-2.0";
-    let mut log = vec![0u8; 4096];
+    let (log_level, log_size, log_buf) = match log {
+        Some(buf) => (1, buf.len() as u32, buf.as_mut_ptr() as u64),
+        None => (0, 0, 0),
+    };
     let load = ProgLoadAttr {
         prog_type: BPF_PROG_TYPE_CGROUP_DEVICE,
         insn_cnt: insns.len() as u32,
         insns: insns.as_ptr() as u64,
         license: license.as_ptr() as u64,
-        log_level: 1,
-        log_size: log.len() as u32,
-        log_buf: log.as_mut_ptr() as u64,
+        log_level,
+        log_size,
+        log_buf,
         ..ProgLoadAttr::default()
     };
     // SAFETY: bpf(2) reads the attribute struct and the instruction array, writes the log.
@@ -249,18 +288,16 @@ pub fn attach_v2(dir: &Path, rules: &[DeviceRule]) -> Result<(), CgroupError> {
         )
     };
     if prog < 0 {
-        let source = io::Error::last_os_error();
-        let verifier = String::from_utf8_lossy(&log);
-        log::debug!(
-            "device program refused: {}",
-            verifier.trim_end_matches('\0')
-        );
-        return Err(err("the device eBPF program (load)", source));
+        return Err(io::Error::last_os_error());
     }
     // SAFETY: fresh fd from bpf(2).
-    let prog = unsafe { OwnedFd::from_raw_fd(prog as i32) };
+    Ok(unsafe { OwnedFd::from_raw_fd(prog as i32) })
+}
+
+/// Attaches a loaded program to the cgroup directory `dir`; on failure, what failed.
+fn attach_program(dir: &Path, prog: &OwnedFd) -> Result<(), (&'static str, io::Error)> {
     let path = CString::new(dir.as_os_str().as_bytes()).map_err(|_| {
-        err(
+        (
             "the device eBPF program",
             io::Error::from_raw_os_error(libc::EINVAL),
         )
@@ -273,7 +310,7 @@ pub fn attach_v2(dir: &Path, rules: &[DeviceRule]) -> Result<(), CgroupError> {
         )
     };
     if cgroup < 0 {
-        return Err(err(
+        return Err((
             "the device eBPF program (open cgroup)",
             io::Error::last_os_error(),
         ));
@@ -298,7 +335,7 @@ pub fn attach_v2(dir: &Path, rules: &[DeviceRule]) -> Result<(), CgroupError> {
         )
     };
     if rc != 0 {
-        return Err(err(
+        return Err((
             "the device eBPF program (attach)",
             io::Error::last_os_error(),
         ));
@@ -378,6 +415,47 @@ mod tests {
         );
         assert_eq!(verdict(&p, DEV_BLOCK, ACC_MKNOD | ACC_READ, 8, 0), 0);
         assert_eq!(verdict(&p, DEV_CHAR, ACC_READ, 1, 1), 0, "/dev/mem");
+    }
+
+    /// The kernel's verifier has the last word (unreachable instructions, jump ranges): load
+    /// the programs of a few rule lists for real. Needs root (CAP_BPF); skipped otherwise.
+    #[test]
+    fn kernel_verifier_accepts_the_programs() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("SKIP: loading a BPF program needs root");
+            return;
+        }
+        let mut allow_all_last = default_rules();
+        allow_all_last.push(DeviceRule {
+            allow: true,
+            kind: None,
+            major: None,
+            minor: None,
+            access: "rwm".into(),
+        });
+        let lists = [
+            default_rules(),
+            allow_all_last,
+            vec![],
+            default_rules()[1..].to_vec(),
+        ];
+        for rules in &lists {
+            if let Err((e, verifier)) = load_program(rules) {
+                panic!("the kernel refused the program for {rules:?}: {e}: {verifier}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_catch_all_rule_ends_the_program() {
+        // Everything after the deny-all that opens docker's list would be unreachable.
+        let p = program(&default_rules());
+        assert_eq!(p.last().unwrap().code, EXIT);
+        assert_eq!(
+            p.iter().filter(|i| i.code == EXIT).count(),
+            default_rules().len(),
+            "one exit per rule, none after the catch-all"
+        );
     }
 
     #[test]
