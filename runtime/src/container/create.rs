@@ -246,7 +246,12 @@ fn populate(
         }),
         security: &request.security,
     })?;
-    state::write_json_atomic(&bundle.join("config.json"), &spec)
+    let durability = if request.auto_remove {
+        state::Durability::Volatile
+    } else {
+        state::Durability::Durable
+    };
+    state::write_json_atomic_with(&bundle.join("config.json"), &spec, durability)
         .map_err(ContainerError::io("write config.json"))?;
     Ok(spec)
 }

@@ -13,7 +13,9 @@ mod names;
 mod record;
 mod time;
 
-pub use atomic::{write_atomic, write_json_atomic};
+pub use atomic::{
+    Durability, write_atomic, write_atomic_with, write_json_atomic, write_json_atomic_with,
+};
 pub use lock::LockGuard;
 pub use names::{generate_name, validate_name};
 pub use record::{ContainerRecord, Status, process_start_time};
@@ -139,7 +141,12 @@ impl StateStore {
         if !dir.is_dir() {
             return Err(StateError::NotFound(record.id.clone()));
         }
-        write_json_atomic(&dir.join("state.json"), record)
+        let durability = if record.auto_remove {
+            Durability::Volatile
+        } else {
+            Durability::Durable
+        };
+        write_json_atomic_with(&dir.join("state.json"), record, durability)
             .map_err(io_err(format!("cannot write record of {}", record.id)))
     }
 
