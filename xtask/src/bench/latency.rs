@@ -150,6 +150,14 @@ pub fn start(b: &Bench) -> Row {
             "runc-start",
             &b.spec_plain,
         ),
+        runtime_case(
+            b,
+            "carton-runtime",
+            "carton-runtime run (bundle; carton's OCI runtime)",
+            Ok(b.carton_runtime()),
+            "carton-runtime-start",
+            &b.spec_plain,
+        ),
         peer(
             "podman",
             "podman run --rm --network none",

@@ -200,6 +200,20 @@ pub fn targets(rows: &[Row]) -> Vec<Target> {
             &|v| v <= 0.1,
             &x,
         );
+        // Issue 10: carton's OCI runtime against crun, both running the same bundle.
+        let runtime_vs_crun = r
+            .median_of("carton-runtime", Role::Peer)
+            .zip(r.median_of("crun", Role::Peer))
+            .filter(|(_, crun)| *crun > 0.0)
+            .map(|(runtime, crun)| runtime / crun);
+        check(
+            "1",
+            "run of the same bundle, carton-runtime / crun",
+            "≤ 1.0",
+            runtime_vs_crun,
+            &|v| v <= 1.0,
+            &x,
+        );
     }
     if let Some(r) = find("2") {
         check(

@@ -85,6 +85,13 @@ impl Bench {
         Invocation::new(&self.carton).arg("--root").arg(root)
     }
 
+    /// carton's OCI runtime (built next to carton) with a state root of its own.
+    pub fn carton_runtime(&self) -> Invocation {
+        Invocation::new(self.carton.with_file_name("carton-runtime"))
+            .arg("--root")
+            .arg(self.work.join("carton-runtime-state"))
+    }
+
     pub fn runc(&self) -> Peer<Invocation> {
         self.runc.clone().map(Invocation::new)
     }
