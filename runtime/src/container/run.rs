@@ -134,6 +134,7 @@ fn supervise(states: &StateStore, created: Created, mode: RunMode, mut status: s
     let _ = serde_json::to_writer(&mut status, &report);
     let _ = status.flush();
     drop(status);
+    shed_start_up_memory();
     let code = match started {
         Ok((mut log, mut started)) => {
             let cgroup = started.cgroup.take();
@@ -150,6 +151,45 @@ fn supervise(states: &StateStore, created: Created, mode: RunMode, mut status: s
     };
     // SAFETY: leave without running the parent's exit handlers.
     unsafe { libc::_exit(code) }
+}
+
+/// A supervisor lives as long as its container, and there may be hundreds: once the
+/// container runs, it gives back what only the start needed. The start touched much of
+/// carton's code (argument parsing, image store, spec building, the engine); the waiting loop
+/// needs a few pages of it. Dropping the process's mappings of the executable's code
+/// (`r-xp`: never written, so MADV_DONTNEED only drops page-table entries; a page used again
+/// faults back in from the page cache) and trimming the heap roughly halves its resident
+/// memory. Writable and read-only data mappings are left alone: those may hold changes
+/// (relocations) that the file does not.
+fn shed_start_up_memory() {
+    let Ok(exe) = std::fs::read_link("/proc/self/exe") else {
+        return;
+    };
+    let exe = exe.to_string_lossy().into_owned();
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+    for line in maps.lines() {
+        let mut fields = line.split_whitespace();
+        let (Some(range), Some(perms)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        if perms != "r-xp" || line.split_whitespace().nth(5) != Some(exe.as_str()) {
+            continue;
+        }
+        let Some((start, end)) = range.split_once('-') else {
+            continue;
+        };
+        let (Ok(start), Ok(end)) = (
+            usize::from_str_radix(start, 16),
+            usize::from_str_radix(end, 16),
+        ) else {
+            continue;
+        };
+        // SAFETY: the range is a private, never-written mapping of our own executable: its
+        // contents come back from the file on the next access.
+        unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
+    }
+    // SAFETY: glibc's malloc_trim only returns free heap memory to the kernel.
+    unsafe { libc::malloc_trim(0) };
 }
 
 /// The supervisor must not keep carton's stdio (a pipe a script reads to its end, a terminal
