@@ -403,6 +403,9 @@ fn prepare_leg(ctx: &Run, leg: &Leg, mode: &str) -> Result<Vm> {
     ));
     let initramfs = dir.join("initramfs.cpio");
     std::fs::write(&initramfs, image)?;
+    // 1 MiB with recognisable content: what the device scenarios read through /dev/vda.
+    let scratch_disk = dir.join("scratch.img");
+    std::fs::write(&scratch_disk, b"carton scratch disk\n".repeat(52_429))?;
     Ok(Vm {
         accel: ctx.accel,
         kernel: ctx.kernels[leg.kernel].image.clone(),
@@ -412,6 +415,7 @@ fn prepare_leg(ctx: &Run, leg: &Leg, mode: &str) -> Result<Vm> {
         memory_mib: ctx.args.memory,
         console: dir.join("console.log"),
         results: dir.join("results.bin"),
+        scratch_disk,
         qemu_log: dir.join("qemu.log"),
         interactive: mode == "shell",
     })
@@ -567,6 +571,8 @@ fn choose_accel(
     image.extend(initramfs::leg(conf, &[], &[]));
     let initramfs = dir.join("initramfs.cpio");
     std::fs::write(&initramfs, image)?;
+    let scratch_disk = dir.join("scratch.img");
+    std::fs::write(&scratch_disk, [0u8; 4096])?;
     let vm = Vm {
         accel: Accel::Kvm,
         kernel: kernel.image.clone(),
@@ -576,6 +582,7 @@ fn choose_accel(
         memory_mib: 512,
         console: dir.join("console.log"),
         results: dir.join("results.bin"),
+        scratch_disk,
         qemu_log: dir.join("qemu.log"),
         interactive: false,
     };

@@ -53,6 +53,9 @@ pub struct Vm {
     pub memory_mib: u32,
     pub console: PathBuf,
     pub results: PathBuf,
+    /// A small read-only disk (`/dev/vda` in the guest): the device scenarios need a block
+    /// device the guest's root may open, and the guest's root filesystem is 9p.
+    pub scratch_disk: PathBuf,
     /// QEMU's own messages (stderr).
     pub qemu_log: PathBuf,
     /// Console on this terminal (`--shell`) instead of console.log.
@@ -131,6 +134,11 @@ pub fn command(vm: &Vm) -> Command {
         "virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot",
     ]);
     c.args(["-device", "virtio-rng-pci"]);
+    c.arg("-drive").arg(format!(
+        "file={},if=none,id=scratch,format=raw,readonly=on",
+        vm.scratch_disk.display().to_string().replace(',', ",,")
+    ));
+    c.args(["-device", "virtio-blk-pci,drive=scratch"]);
     c
 }
 
