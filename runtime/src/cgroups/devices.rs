@@ -248,7 +248,17 @@ fn load_program(rules: &[DeviceRule]) -> Result<OwnedFd, (io::Error, String)> {
     let insns = program(rules);
     // Without a log first: a verbose log that outgrows its buffer fails the load with ENOSPC
     // on newer kernels. Only a refused program is loaded again, with a log, to say why.
-    match bpf_prog_load(&insns, None) {
+    let first = match bpf_prog_load(&insns, None) {
+        // Before Linux 5.11 a program's memory is charged to its user's RLIMIT_MEMLOCK, which
+        // every container's program (all loaded by root) draws on: with a few dozen
+        // containers the load fails with EPERM. Lift the limit for this one load, as runc
+        // does, then put it back: the container's init must not inherit the raised limit.
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+            with_memlock_lifted(|| bpf_prog_load(&insns, None)).unwrap_or(Err(e))
+        }
+        other => other,
+    };
+    match first {
         Ok(fd) => Ok(fd),
         Err(source) => {
             let mut log = vec![0u8; 1 << 20];
@@ -259,6 +269,31 @@ fn load_program(rules: &[DeviceRule]) -> Result<OwnedFd, (io::Error, String)> {
             let last = verifier.lines().last().unwrap_or("no log").to_string();
             Err((source, last))
         }
+    }
+}
+
+/// Runs `f` with RLIMIT_MEMLOCK raised to unlimited, then restores it; `None` when it cannot
+/// be raised (no CAP_SYS_RESOURCE).
+fn with_memlock_lifted<T>(f: impl FnOnce() -> T) -> Option<T> {
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with valid pointers.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut old) != 0 {
+            return None;
+        }
+        let unlimited = libc::rlimit {
+            rlim_cur: libc::RLIM_INFINITY,
+            rlim_max: libc::RLIM_INFINITY,
+        };
+        if libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) != 0 {
+            return None;
+        }
+        let result = f();
+        libc::setrlimit(libc::RLIMIT_MEMLOCK, &old);
+        Some(result)
     }
 }
 
@@ -443,6 +478,23 @@ mod tests {
             if let Err((e, verifier)) = load_program(rules) {
                 panic!("the kernel refused the program for {rules:?}: {e}: {verifier}");
             }
+        }
+    }
+
+    #[test]
+    fn memlock_is_restored_after_the_lifted_load() {
+        let limit = || nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_MEMLOCK);
+        let before = limit().unwrap();
+        let inside = with_memlock_lifted(limit);
+        assert_eq!(limit().unwrap(), before, "the limit was not put back");
+        if let Some(inside) = inside {
+            assert_eq!(
+                inside.unwrap().0,
+                libc::RLIM_INFINITY,
+                "the load did not run unlimited"
+            );
+        } else {
+            eprintln!("NOTE: RLIMIT_MEMLOCK cannot be raised here (no CAP_SYS_RESOURCE)");
         }
     }
 
