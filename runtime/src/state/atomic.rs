@@ -13,7 +13,7 @@ pub enum Durability {
     Durable,
     /// Rename only: readers still see the old or the new content, but a crash may leave the
     /// file empty. For files of containers removed when they exit (`--rm`): after a crash they
-    /// are garbage anyway (an unreadable record is removed by `rm`), and the fsyncs were a
+    /// are garbage anyway (`rm -f` removes an unreadable record), and the fsyncs were a
     /// visible part of a short container's start-to-exit time.
     Volatile,
 }
