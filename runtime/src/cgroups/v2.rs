@@ -139,6 +139,17 @@ impl CgroupManager for V2Cgroup {
     }
 
     fn clone_into(&self) -> Result<Option<OwnedFd>, CgroupError> {
+        // Kernels before 6.2 (without the backport) give a task born in a cpuset with
+        // CLONE_INTO_CGROUP its parent's CPUs and memory nodes instead of the cpuset's (fixed
+        // upstream by "cgroup/cpuset: Make cpuset_fork() handle CLONE_INTO_CGROUP properly";
+        // seen on Debian's 5.10). With a cpuset of its own, the child is moved in by a write
+        // to cgroup.procs instead, which applies the cpuset.
+        let restricted = |file: &str| {
+            std::fs::read_to_string(self.dir.join(file)).is_ok_and(|v| !v.trim().is_empty())
+        };
+        if restricted("cpuset.cpus") || restricted("cpuset.mems") {
+            return Ok(None);
+        }
         let path = std::ffi::CString::new(self.dir.as_os_str().as_bytes())
             .map_err(|_| CgroupError::InvalidPath(self.dir.display().to_string()))?;
         // SAFETY: open with a NUL-terminated path.
