@@ -312,6 +312,8 @@ pub fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
 pub struct Podman {
     s: Scratch,
     done: bool,
+    /// Dropped after the clean-up (fields drop after `Drop::drop`).
+    runroot: crate::PodmanRunRoot,
 }
 
 /// The reference for the busybox image every podman scenario imports.
@@ -343,13 +345,18 @@ impl Podman {
             net = s.path("net").display(),
         );
         std::fs::write(s.path("containers.conf"), conf).expect("write containers.conf");
+        let runroot = crate::PodmanRunRoot::for_dir(&s.base);
         let storage = format!(
             "[storage]\ndriver = \"vfs\"\ngraphroot = \"{}\"\nrunroot = \"{}\"\n",
             s.path("storage").display(),
-            s.path("run").display()
+            runroot.path.display()
         );
         std::fs::write(s.path("storage.conf"), storage).expect("write storage.conf");
-        let podman = Podman { s, done: false };
+        let podman = Podman {
+            s,
+            done: false,
+            runroot,
+        };
         let tar = podman.s.busybox_tar();
         podman
             .cmd()
@@ -387,7 +394,7 @@ impl Podman {
             .arg("--root")
             .arg(s.path("storage"))
             .arg("--runroot")
-            .arg(s.path("run"))
+            .arg(&self.runroot.path)
             .args(["--storage-driver", "vfs", "--cgroup-manager", "cgroupfs"])
             .args(["--events-backend", "file"])
             .arg("--tmpdir")

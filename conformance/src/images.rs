@@ -372,6 +372,7 @@ pub fn tool_ok(ct: &Carton, cmd: Command) -> String {
 pub struct Podman {
     bin: PathBuf,
     dir: PathBuf,
+    runroot: crate::PodmanRunRoot,
 }
 
 impl Podman {
@@ -397,7 +398,8 @@ impl Podman {
             ),
         )
         .expect("containers.conf");
-        Some(Podman { bin, dir })
+        let runroot = crate::PodmanRunRoot::for_dir(&dir);
+        Some(Podman { bin, dir, runroot })
     }
 
     /// `podman <global storage flags> <args…>` as a command.
@@ -417,7 +419,7 @@ impl Podman {
             .arg("--root")
             .arg(self.dir.join("root"))
             .arg("--runroot")
-            .arg(self.dir.join("run"))
+            .arg(&self.runroot.path)
             .args(["--storage-driver", "vfs", "--cgroup-manager", "cgroupfs"])
             .args(args)
             .env("CONTAINERS_CONF", self.dir.join("containers.conf"))

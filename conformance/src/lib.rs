@@ -105,6 +105,47 @@ pub fn carton_runtime_bin() -> PathBuf {
     bin
 }
 
+/// podman's `--runroot`: `<dir>/run`, unless that is longer than podman accepts (50 bytes: its
+/// lock and socket paths must fit a unix socket address). A scenario directory under a long
+/// TMPDIR — the VM guest's /run/carton-vm/tmp, a deep CI workspace — then gets a fresh
+/// directory under /run instead, removed when this value is dropped.
+pub struct PodmanRunRoot {
+    pub path: PathBuf,
+    outside: bool,
+}
+
+impl PodmanRunRoot {
+    pub const MAX_LEN: usize = 50;
+
+    pub fn for_dir(dir: &Path) -> PodmanRunRoot {
+        let inside = dir.join("run");
+        if inside.as_os_str().len() <= Self::MAX_LEN {
+            std::fs::create_dir_all(&inside).expect("create podman's runroot");
+            return PodmanRunRoot {
+                path: inside,
+                outside: false,
+            };
+        }
+        let path = tempfile::Builder::new()
+            .prefix("cpr-")
+            .tempdir_in("/run")
+            .expect("create podman's runroot under /run")
+            .keep();
+        PodmanRunRoot {
+            path,
+            outside: true,
+        }
+    }
+}
+
+impl Drop for PodmanRunRoot {
+    fn drop(&mut self) {
+        if self.outside {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
 /// Prints `SKIP: reason` (the test then returns early), or panics when [`NO_SKIP_ENV`] is set.
 pub fn skip(reason: &str) {
     let strict = std::env::var(NO_SKIP_ENV).is_ok_and(|v| !v.is_empty() && v != "0");
