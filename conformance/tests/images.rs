@@ -203,14 +203,21 @@ fn committing_a_running_container_freezes_it_and_thaws_it() {
     let state = std::fs::read_to_string(&freezer).unwrap();
     assert!(!frozen(&state), "still frozen after the commit: {state:?}");
 
-    // It runs on: the counter moves.
+    // It runs on: the counter moves. (`echo $i > /tmp/counter` truncates before it writes:
+    // a read can land in between and see an empty file, which counts as "no value yet".)
     let read = || {
-        ct.cmd()
-            .args(["exec", "busy", "cat", "/tmp/counter"])
-            .stdout_ok()
-            .trim()
-            .parse::<u64>()
-            .unwrap()
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = ct
+                .cmd()
+                .args(["exec", "busy", "cat", "/tmp/counter"])
+                .stdout_ok();
+            if let Ok(value) = text.trim().parse::<u64>() {
+                return value;
+            }
+            assert!(Instant::now() < deadline, "the counter file stays empty");
+            std::thread::sleep(Duration::from_millis(5));
+        }
     };
     let before = read();
     let deadline = Instant::now() + Duration::from_secs(10);
