@@ -373,6 +373,9 @@ pub struct Podman {
     bin: PathBuf,
     dir: PathBuf,
     runroot: crate::PodmanRunRoot,
+    /// `--cgroup-parent` of podman's containers, and of its conmon (`<parent>/conmon`), which
+    /// podman itself never removes: named after the scenario's directory, removed at the end.
+    cgroup_parent: String,
 }
 
 impl Podman {
@@ -399,7 +402,14 @@ impl Podman {
         )
         .expect("containers.conf");
         let runroot = crate::PodmanRunRoot::for_dir(&dir);
-        Some(Podman { bin, dir, runroot })
+        let name = ct.base().file_name().unwrap_or_default().to_string_lossy();
+        let cgroup_parent = format!("podman-{name}");
+        Some(Podman {
+            bin,
+            dir,
+            runroot,
+            cgroup_parent,
+        })
     }
 
     /// `podman <global storage flags> <args…>` as a command.
@@ -420,9 +430,16 @@ impl Podman {
             .arg(self.dir.join("root"))
             .arg("--runroot")
             .arg(&self.runroot.path)
-            .args(["--storage-driver", "vfs", "--cgroup-manager", "cgroupfs"])
-            .args(args)
-            .env("CONTAINERS_CONF", self.dir.join("containers.conf"))
+            .args(["--storage-driver", "vfs", "--cgroup-manager", "cgroupfs"]);
+        match args.split_first() {
+            Some((&"run", rest)) => cmd
+                .arg("run")
+                .arg("--cgroup-parent")
+                .arg(format!("/{}", self.cgroup_parent))
+                .args(rest),
+            _ => cmd.args(args),
+        };
+        cmd.env("CONTAINERS_CONF", self.dir.join("containers.conf"))
             .env("TMPDIR", self.dir.join("tmp"));
         cmd
     }
@@ -441,5 +458,32 @@ impl Podman {
             self.command(&["rmi", "--all", "--force"]),
             TOOL_DEADLINE,
         );
+        self.remove_cgroup_parent();
+    }
+
+    /// Removes the (empty) cgroups podman left under the scenario's parent: conmon's, then
+    /// the parent itself, in every hierarchy.
+    fn remove_cgroup_parent(&self) {
+        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        for line in info.lines() {
+            let Some((left, right)) = line.split_once(" - ") else {
+                continue;
+            };
+            if !(right.starts_with("cgroup ") || right.starts_with("cgroup2 ")) {
+                continue;
+            }
+            let Some(point) = left.split(' ').nth(4) else {
+                continue;
+            };
+            let parent = Path::new(point).join(&self.cgroup_parent);
+            let _ = std::fs::remove_dir(parent.join("conmon"));
+            let _ = std::fs::remove_dir(&parent);
+        }
+    }
+}
+
+impl Drop for Podman {
+    fn drop(&mut self) {
+        self.remove_cgroup_parent();
     }
 }
