@@ -860,6 +860,11 @@ impl Containerd {
                 let _ = std::fs::remove_file(socket);
             }
         }
+        // The shims' socket directory, when nothing else uses it (a system containerd keeps
+        // its own socket in /run/containerd, so that removal then fails, as it should). A
+        // shim makes the directory again when it needs it.
+        let _ = std::fs::remove_dir("/run/containerd/s");
+        let _ = std::fs::remove_dir("/run/containerd");
         problems
     }
 }

@@ -679,6 +679,9 @@ fn features_and_spec(#[values(Runtime::Carton, Runtime::Runc)] rt: Runtime) {
             .unwrap();
     config["process"]["terminal"] = json!(false);
     config["process"]["args"] = json!(["sh", "-c", "echo from-spec"]);
+    // Under the scenario's cgroup parent, which the clean-up removes (the default parent,
+    // /carton-runtime, like runc's, stays on the host once made).
+    config["linux"]["cgroupsPath"] = json!(oci.cgroups_path("sp"));
     oci.write_config(&bundle, &config);
     let out = oci
         .cmd(["run", "--bundle", bundle.to_str().unwrap(), "sp"])
