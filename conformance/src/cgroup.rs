@@ -122,22 +122,22 @@ pub fn container_path(file: File) -> Option<String> {
     }
 }
 
+/// Mount points of every cgroup hierarchy (v1 controllers, named ones, cgroup2).
+pub fn roots() -> Vec<PathBuf> {
+    crate::host::mountinfo()
+        .lines()
+        .filter_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            let fstype = right.split(' ').next()?;
+            (fstype == "cgroup" || fstype == "cgroup2")
+                .then(|| left.split(' ').nth(4).map(PathBuf::from))?
+        })
+        .collect()
+}
+
 /// Every directory of container `id`'s cgroup that exists on the host.
 pub fn existing_dirs(id: &str) -> Vec<PathBuf> {
-    let mut roots: Vec<PathBuf> = Vec::new();
-    if let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") {
-        for line in info.lines() {
-            let Some((left, right)) = line.split_once(" - ") else {
-                continue;
-            };
-            if right.starts_with("cgroup ") || right.starts_with("cgroup2 ") {
-                if let Some(point) = left.split(' ').nth(4) {
-                    roots.push(PathBuf::from(point));
-                }
-            }
-        }
-    }
-    roots
+    roots()
         .into_iter()
         .map(|r| r.join("carton").join(id))
         .filter(|d| d.is_dir())

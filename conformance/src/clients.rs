@@ -148,7 +148,7 @@ impl Scratch {
 
     /// The scenario's cgroup parent directory in every mounted hierarchy where it exists.
     fn cgroup_parent_dirs(&self) -> Vec<PathBuf> {
-        cgroup_mounts()
+        crate::cgroup::roots()
             .into_iter()
             .map(|m| m.join(&self.cgroup_parent))
             .filter(|d| d.is_dir())
@@ -218,14 +218,7 @@ impl Scratch {
                 self.base.display(),
                 mounts.join("\n    ")
             ));
-            let mut points: Vec<PathBuf> =
-                mounts.iter().filter_map(|l| host::mount_point(l)).collect();
-            points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-            for point in points {
-                if let Err(e) = nix::mount::umount2(&point, nix::mount::MntFlags::MNT_DETACH) {
-                    eprintln!("carton-clients: umount -l {}: {e}", point.display());
-                }
-            }
+            host::detach_mounts(&mounts, "carton-clients");
         }
         problems
     }
@@ -241,19 +234,6 @@ impl Drop for Scratch {
             }
         }
     }
-}
-
-/// Mount points of every cgroup hierarchy (v1 controllers, named ones, cgroup2).
-fn cgroup_mounts() -> Vec<PathBuf> {
-    host::mountinfo()
-        .lines()
-        .filter_map(|line| {
-            let (left, right) = line.split_once(" - ")?;
-            let fstype = right.split(' ').next()?;
-            (fstype == "cgroup" || fstype == "cgroup2")
-                .then(|| left.split(' ').nth(4).map(PathBuf::from))?
-        })
-        .collect()
 }
 
 /// The cgroup of `pid` in the v1 hierarchy holding `controller`, or with `controller` empty in

@@ -23,6 +23,18 @@ pub fn mount_lines_mentioning(path: &Path) -> Vec<String> {
         .collect()
 }
 
+/// Detaches the mounts of these mountinfo lines, deepest first (MNT_DETACH), so that the
+/// directory holding them can be removed; failures are printed with `who` as the prefix.
+pub fn detach_mounts(lines: &[String], who: &str) {
+    let mut points: Vec<PathBuf> = lines.iter().filter_map(|l| mount_point(l)).collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for point in points {
+        if let Err(e) = nix::mount::umount2(&point, nix::mount::MntFlags::MNT_DETACH) {
+            eprintln!("{who}: umount -l {}: {e}", point.display());
+        }
+    }
+}
+
 /// Mount point (5th field) of a mountinfo line, unescaped.
 pub fn mount_point(line: &str) -> Option<PathBuf> {
     line.split(' ')

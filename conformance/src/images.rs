@@ -7,8 +7,8 @@
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -311,42 +311,7 @@ pub fn find_tool(name: &str) -> Option<PathBuf> {
 /// (after killing it) when it does not finish in time.
 pub fn run_tool(ct: &Carton, mut cmd: Command, deadline: Duration) -> Output {
     ct.netns().apply(&mut cmd);
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let desc = format!("{cmd:?}");
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {desc}: {e}"));
-    let mut stdout = child.stdout.take().expect("piped");
-    let mut stderr = child.stderr.take().expect("piped");
-    let out_thread = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = stdout.read_to_end(&mut buf);
-        buf
-    });
-    let err_thread = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = stderr.read_to_end(&mut buf);
-        buf
-    });
-    let until = Instant::now() + deadline;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
-        }
-        if Instant::now() > until {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{desc} did not finish within {deadline:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Output {
-        status,
-        stdout: out_thread.join().unwrap_or_default(),
-        stderr: err_thread.join().unwrap_or_default(),
-    }
+    crate::output_within(cmd, deadline)
 }
 
 /// Like [`run_tool`], asserting success; returns stdout.
@@ -464,18 +429,8 @@ impl Podman {
     /// Removes the (empty) cgroups podman left under the scenario's parent: conmon's, then
     /// the parent itself, in every hierarchy.
     fn remove_cgroup_parent(&self) {
-        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        for line in info.lines() {
-            let Some((left, right)) = line.split_once(" - ") else {
-                continue;
-            };
-            if !(right.starts_with("cgroup ") || right.starts_with("cgroup2 ")) {
-                continue;
-            }
-            let Some(point) = left.split(' ').nth(4) else {
-                continue;
-            };
-            let parent = Path::new(point).join(&self.cgroup_parent);
+        for root in crate::cgroup::roots() {
+            let parent = root.join(&self.cgroup_parent);
             let _ = std::fs::remove_dir(parent.join("conmon"));
             let _ = std::fs::remove_dir(&parent);
         }

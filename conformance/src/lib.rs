@@ -146,6 +146,57 @@ impl Drop for PodmanRunRoot {
     }
 }
 
+/// Spawns `cmd` (its stdin /dev/null, stdout and stderr collected) and waits for it; kills it
+/// and panics after `deadline`. Its output is read until the pipes close, but a process it left
+/// behind that still holds them fails the call 5 s after the exit instead of blocking it.
+#[track_caller]
+pub fn output_within(mut cmd: Command, deadline: Duration) -> Output {
+    let desc = format!("{cmd:?}");
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {desc}: {e}"));
+    let pipe = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = r.read_to_end(&mut buf);
+            buf
+        })
+    };
+    let out_thread = pipe(Box::new(child.stdout.take().expect("piped stdout")));
+    let err_thread = pipe(Box::new(child.stderr.take().expect("piped stderr")));
+    let until = Instant::now() + deadline;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() > until {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{desc} did not finish within {deadline:?}; killed it");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let join = |t: JoinHandle<Vec<u8>>, what: &str| {
+        let until = Instant::now() + Duration::from_secs(5);
+        while !t.is_finished() {
+            assert!(
+                Instant::now() < until,
+                "{desc} exited ({status}) but its {what} is still held open by another process"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        t.join().unwrap_or_default()
+    };
+    Output {
+        status,
+        stdout: join(out_thread, "stdout"),
+        stderr: join(err_thread, "stderr"),
+    }
+}
+
 /// Prints `SKIP: reason` (the test then returns early), or panics when [`NO_SKIP_ENV`] is set.
 pub fn skip(reason: &str) {
     let strict = std::env::var(NO_SKIP_ENV).is_ok_and(|v| !v.is_empty() && v != "0");
@@ -512,15 +563,7 @@ impl Carton {
                 self.base.display(),
                 mounts.join("\n    ")
             ));
-            // Deepest first, detached: the directory can then be removed.
-            let mut points: Vec<PathBuf> =
-                mounts.iter().filter_map(|l| host::mount_point(l)).collect();
-            points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-            for point in points {
-                if let Err(e) = nix::mount::umount2(&point, nix::mount::MntFlags::MNT_DETACH) {
-                    eprintln!("carton-conf: umount -l {}: {e}", point.display());
-                }
-            }
+            host::detach_mounts(&mounts, "carton-conf");
         }
         problems
     }

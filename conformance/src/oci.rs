@@ -308,7 +308,7 @@ impl OciHost {
 
     /// Host directories of container `id`'s cgroup that exist.
     pub fn cgroup_dirs(&self, id: &str) -> Vec<PathBuf> {
-        cgroup_roots()
+        crate::cgroup::roots()
             .into_iter()
             .map(|r| r.join(&self.cgroup_parent).join(id))
             .filter(|d| d.is_dir())
@@ -420,7 +420,7 @@ impl OciHost {
             }
         }
         // The parent directories are the scenario's own (runtimes never remove a parent).
-        for root in cgroup_roots() {
+        for root in crate::cgroup::roots() {
             let parent = root.join(&self.cgroup_parent);
             if parent.is_dir() {
                 if let Ok(children) = std::fs::read_dir(&parent) {
@@ -437,12 +437,7 @@ impl OciHost {
         let mounts = host::mount_lines_mentioning(&self.base);
         if !mounts.is_empty() {
             problems.push(format!("mounts left: {mounts:?}"));
-            let mut points: Vec<PathBuf> =
-                mounts.iter().filter_map(|l| host::mount_point(l)).collect();
-            points.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
-            for point in points {
-                let _ = nix::mount::umount2(&point, nix::mount::MntFlags::MNT_DETACH);
-            }
+            host::detach_mounts(&mounts, "carton-oci");
         }
         if let Err(e) = std::fs::remove_dir_all(&self.base) {
             problems.push(format!("cannot remove {}: {e}", self.base.display()));
@@ -463,19 +458,6 @@ impl Drop for OciHost {
             }
         }
     }
-}
-
-/// The mount points of every cgroup hierarchy (v1 controllers, the unified one).
-fn cgroup_roots() -> Vec<PathBuf> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    info.lines()
-        .filter_map(|line| {
-            let (left, right) = line.split_once(" - ")?;
-            (right.starts_with("cgroup ") || right.starts_with("cgroup2 "))
-                .then(|| left.split(' ').nth(4).map(PathBuf::from))
-                .flatten()
-        })
-        .collect()
 }
 
 fn append(path: &Path) -> File {

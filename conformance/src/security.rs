@@ -12,8 +12,8 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 
 /// Kernel capability names by bit number (as `capsh` prints them, without `CAP_`).
 pub const CAPABILITY_NAMES: [&str; 41] = [
@@ -374,51 +374,7 @@ pub fn output_with_inherited_fd(
             Ok(())
         });
     }
-    let desc = format!("{cmd:?}");
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {desc}: {e}"));
-    let mut stdout = child.stdout.take().expect("piped stdout");
-    let mut stderr = child.stderr.take().expect("piped stderr");
-    let out_thread = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = stdout.read_to_end(&mut buf);
-        buf
-    });
-    let err_thread = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = stderr.read_to_end(&mut buf);
-        buf
-    });
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{desc} did not finish within {timeout:?}; killed it");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let join = |t: std::thread::JoinHandle<Vec<u8>>, what: &str| {
-        let until = Instant::now() + Duration::from_secs(5);
-        while !t.is_finished() {
-            assert!(
-                Instant::now() < until,
-                "{desc} exited ({status}) but its {what} is still held open by another process"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        t.join().unwrap_or_default()
-    };
-    Output {
-        status,
-        stdout: join(out_thread, "stdout"),
-        stderr: join(err_thread, "stderr"),
-    }
+    crate::output_within(cmd, timeout)
 }
 
 /// A block device of the host, for the device allow-list scenario.
@@ -486,18 +442,8 @@ fn status_field_eq(text: &str, key: &str) -> Option<String> {
 /// Ids (directory names) below `carton/` in every cgroup hierarchy of the host.
 pub fn carton_cgroup_ids() -> BTreeSet<String> {
     let mut ids = BTreeSet::new();
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    for line in info.lines() {
-        let Some((left, right)) = line.split_once(" - ") else {
-            continue;
-        };
-        if !(right.starts_with("cgroup ") || right.starts_with("cgroup2 ")) {
-            continue;
-        }
-        let Some(point) = left.split(' ').nth(4) else {
-            continue;
-        };
-        if let Ok(entries) = std::fs::read_dir(Path::new(point).join("carton")) {
+    for root in crate::cgroup::roots() {
+        if let Ok(entries) = std::fs::read_dir(root.join("carton")) {
             ids.extend(
                 entries
                     .flatten()

@@ -246,11 +246,7 @@ fn populate(
         }),
         security: &request.security,
     })?;
-    let durability = if request.auto_remove {
-        state::Durability::Volatile
-    } else {
-        state::Durability::Durable
-    };
+    let durability = state::Durability::for_container(request.auto_remove);
     state::write_json_atomic_with(&bundle.join("config.json"), &spec, durability)
         .map_err(ContainerError::io("write config.json"))?;
     Ok(spec)

@@ -18,6 +18,17 @@ pub enum Durability {
     Volatile,
 }
 
+impl Durability {
+    /// How a container's own files are written: volatile for a `--rm` container.
+    pub fn for_container(auto_remove: bool) -> Durability {
+        if auto_remove {
+            Durability::Volatile
+        } else {
+            Durability::Durable
+        }
+    }
+}
+
 /// Replaces `path` with `contents` atomically and durably.
 pub fn write_atomic(path: &Path, contents: &[u8]) -> io::Result<()> {
     write_atomic_with(path, contents, Durability::Durable)

@@ -13,9 +13,7 @@ mod names;
 mod record;
 mod time;
 
-pub use atomic::{
-    Durability, write_atomic, write_atomic_with, write_json_atomic, write_json_atomic_with,
-};
+pub use atomic::{Durability, write_atomic, write_json_atomic, write_json_atomic_with};
 pub use lock::LockGuard;
 pub use names::{generate_name, validate_name};
 pub use record::{ContainerRecord, Status, process_start_time};
@@ -141,11 +139,7 @@ impl StateStore {
         if !dir.is_dir() {
             return Err(StateError::NotFound(record.id.clone()));
         }
-        let durability = if record.auto_remove {
-            Durability::Volatile
-        } else {
-            Durability::Durable
-        };
+        let durability = Durability::for_container(record.auto_remove);
         write_json_atomic_with(&dir.join("state.json"), record, durability)
             .map_err(io_err(format!("cannot write record of {}", record.id)))
     }
