@@ -359,6 +359,34 @@ fn veths(ct: &Carton) -> Vec<String> {
         .collect()
 }
 
+/// [`veths`] once the kernel has had the time to remove those of finished foreground
+/// containers: carton leaves them to the kernel, which removes them with the container's
+/// network namespace a few milliseconds after its last process (see
+/// `foreground_container_leaves_its_veth_to_the_kernel_and_its_address_waits`).
+#[track_caller]
+fn veths_settled(ct: &Carton) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = veths(ct);
+        if left.is_empty() || Instant::now() > deadline {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs a first container in the foreground (which creates the default network) and waits
+/// until the kernel has removed its veth, so that a scenario's "before" is settled.
+#[track_caller]
+fn first_container(ct: &Carton) {
+    ct.run_ok(["--rm", "busybox", "true"]);
+    let left = veths_settled(ct);
+    assert!(
+        left.is_empty(),
+        "veths left by a finished container: {left:?}"
+    );
+}
+
 /// `iptables-save` in the fixture, without comments and counters.
 #[track_caller]
 fn iptables(ct: &Carton) -> String {
@@ -542,7 +570,7 @@ fn finish(ct: Carton) {
     if !ids.is_empty() {
         ct.cmd().args(["rm", "-f"]).args(&ids).assert().success();
     }
-    let left = veths(&ct);
+    let left = veths_settled(&ct);
     assert!(
         left.is_empty(),
         "veths left after every container was removed: {left:?}"
@@ -1357,6 +1385,72 @@ fn rm_releases_veth_rules_and_address() {
     finish(ct);
 }
 
+/// A foreground `run` returns without waiting for the kernel to remove the container's veth
+/// (it goes with the container's network namespace); until it is gone its address is not
+/// handed out, since the dying `eth0` could still answer for it. When something else keeps
+/// that namespace alive — here the test holds it open, as a stray fd or `ip netns attach`
+/// would — carton removes the veth itself once its grace period (500 ms) is over, and the
+/// address is free again.
+#[test]
+fn foreground_container_leaves_its_veth_to_the_kernel_and_its_address_waits() {
+    let Some(ct) = fixture() else { return };
+    let hs = ct.handshake();
+    let script = format!("{SYNC_SH} s ready; w go");
+    let volume = hs.volume();
+    let fg = ct
+        .cmd()
+        .args(["run", "--rm", "--name", "fg", "-v", &volume])
+        .args(["busybox", "sh", "-c", &script])
+        .spawn();
+    hs.wait_for("ready");
+    let (ip, veth) = (address_of(&ct, "fg"), host_end_of(&ct, "fg"));
+    let init = ct.init_process("fg");
+    let held = std::fs::File::open(format!("/proc/{}/ns/net", init.pid))
+        .unwrap_or_else(|e| panic!("open the network namespace of {init}: {e}"));
+    hs.release("go");
+    let out = fg.wait();
+    assert!(out.status.success(), "fg: {}", text(&out));
+    assert!(
+        host_link(&ct, &veth).is_some(),
+        "veth {veth} is gone although its namespace is held open"
+    );
+
+    idle(&ct, &["--name", "next"]);
+    assert_ne!(
+        address_of(&ct, "next"),
+        ip,
+        "{ip} was handed out again while its old veth {veth} is still on the bridge"
+    );
+    std::thread::sleep(Duration::from_millis(700));
+    idle(&ct, &["--name", "third"]);
+    assert_eq!(
+        host_link(&ct, &veth),
+        None,
+        "veth {veth} outlived its grace period and carton did not remove it"
+    );
+    assert_eq!(
+        address_of(&ct, "third"),
+        ip,
+        "{ip} is free again (lowest free) once its veth is gone"
+    );
+    assert_eq!(eth0_of(&ct, "third").0, ip);
+    drop(held);
+
+    // Without anyone holding the namespace, the kernel removes the veth by itself.
+    let out = ct
+        .cmd()
+        .args(["run", "--rm", "--name", "brief", "busybox", "true"])
+        .output();
+    assert!(out.status.success(), "brief: {}", text(&out));
+    ct.cmd()
+        .args(["rm", "-f", "next", "third"])
+        .assert()
+        .success();
+    let left = veths_settled(&ct);
+    assert!(left.is_empty(), "veths left: {left:?}");
+    finish(ct);
+}
+
 /// `network rm`: the bridge is deleted and no rule mentions it or its subnet; other networks'
 /// rules stay.
 #[test]
@@ -1637,7 +1731,7 @@ fn start_refuses_a_host_port_taken_meanwhile() {
 #[case::detached(true)]
 fn failed_start_releases_address_and_ports(#[case] detached: bool) {
     let Some(ct) = fixture() else { return };
-    ct.run_ok(["--rm", "busybox", "true"]);
+    first_container(&ct);
     let before = net_state(&ct);
     let mut args = vec!["run"];
     if detached {
@@ -2167,7 +2261,7 @@ fn bad_network_create_is_refused(
             network_create(&ct, &["--subnet", "172.28.0.0/16", "other"]);
         }
         Before::DefaultNetwork => {
-            ct.run_ok(["--rm", "busybox", "true"]);
+            first_container(&ct);
             default = format!("{}/24", network(&ct, "bridge").subnet.nth(5 << 8));
         }
     }
@@ -2193,7 +2287,7 @@ fn bad_network_create_is_refused(
 #[case::publish_with_network_none(&["--network", "none", "-p", "8080:80"], &["none"])]
 fn bad_run_is_refused(#[case] flags: &[&str], #[case] messages: &[&str]) {
     let Some(ct) = fixture() else { return };
-    ct.run_ok(["--rm", "busybox", "true"]);
+    first_container(&ct);
     let before = ct.container_ids();
     for detached in [false, true] {
         let mut args = vec!["run"];
@@ -2283,7 +2377,7 @@ fn host_port_taken_by_another_container_is_refused() {
 #[case::udp("udp")]
 fn host_port_taken_by_a_host_socket_is_refused(#[case] protocol: &str) {
     let Some(ct) = fixture() else { return };
-    ct.run_ok(["--rm", "busybox", "true"]);
+    first_container(&ct);
     let (port, _held): (u16, Box<dyn std::any::Any + Send>) = if protocol == "tcp" {
         let l = ct.netns().run(|| TcpListener::bind("0.0.0.0:0")).unwrap();
         (l.local_addr().unwrap().port(), Box::new(l))

@@ -47,6 +47,7 @@ pub fn write_hosts_with_address(
     dir: &Path,
     address: std::net::Ipv4Addr,
     names: &[&str],
+    durability: crate::state::Durability,
 ) -> io::Result<()> {
     let mut unique: Vec<&str> = Vec::new();
     for name in names {
@@ -55,7 +56,7 @@ pub fn write_hosts_with_address(
         }
     }
     let text = format!("{}{address}\t{}\n", default_hosts(), unique.join(" "));
-    crate::state::write_atomic(&dir.join("hosts"), text.as_bytes())
+    crate::state::write_atomic_with(&dir.join("hosts"), text.as_bytes(), durability)
 }
 
 fn default_hosts() -> String {

@@ -14,8 +14,10 @@ use crate::cgroups::CgroupManager;
 use crate::engine::{
     self, Attach, EngineError, ExitStatus, StartEvents, StartOptions, Started, Stdio, ToCartonStdio,
 };
-use crate::network;
-use crate::state::{ContainerRecord, StateStore, Status, Timestamp, process_start_time};
+use crate::network::{self, VethRemoval};
+use crate::state::{
+    ContainerRecord, Durability, StateStore, Status, Timestamp, process_start_time,
+};
 
 /// How the user is attached to a container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,7 +52,13 @@ pub fn run_foreground(
         },
         &mut ToCartonStdio,
     );
-    finalize(states, &created.record, cgroup, &waited)?;
+    finalize(
+        states,
+        &created.record,
+        cgroup,
+        &waited,
+        VethRemoval::LeaveToKernel,
+    )?;
     Ok(waited?.code)
 }
 
@@ -139,7 +147,7 @@ fn supervise(states: &StateStore, created: Created, mode: RunMode, mut status: s
         Ok((mut log, mut started)) => {
             let cgroup = started.cgroup.take();
             let waited = engine::foreground::wait(started, Attach { stdin: false }, &mut log);
-            match finalize(states, &created.record, cgroup, &waited) {
+            match finalize(states, &created.record, cgroup, &waited, VethRemoval::Wait) {
                 Ok(()) => 0,
                 Err(e) => {
                     eprintln!("carton supervisor: {e}");
@@ -269,7 +277,7 @@ fn launch(states: &StateStore, created: &Created, stdio: Stdio) -> Result<Starte
     ) {
         Ok(started) => Ok(started),
         Err(e) => {
-            disconnect(states, &created.record);
+            disconnect(states, &created.record, VethRemoval::Wait);
             if created.record.auto_remove {
                 let _ = states.remove_dir(&id);
             } else {
@@ -352,30 +360,33 @@ fn connect(
         &created.bundle,
         attachment.address,
         &[&hostname, &record.name, record.short_id()],
+        Durability::for_container(record.auto_remove),
     );
     if let Err(e) = written {
-        let _ = network::detach(states.root(), &name, &record.id);
+        let _ = network::detach(states.root(), &name, &record.id, VethRemoval::Wait);
         return Err(ContainerError::io("write /etc/hosts")(e));
     }
     Ok(Some(attachment))
 }
 
 /// Releases the container's network resources (nothing for none/host).
-fn disconnect(states: &StateStore, record: &ContainerRecord) {
+fn disconnect(states: &StateStore, record: &ContainerRecord, removal: VethRemoval) {
     if let Ok(NetworkMode::Bridge(name)) = NetworkMode::parse(&record.network) {
-        if let Err(e) = network::detach(states.root(), &name, &record.id) {
+        if let Err(e) = network::detach(states.root(), &name, &record.id, removal) {
             log::warn!("container {}: {e}", record.short_id());
         }
     }
 }
 
 /// Records how the container ended: reads what its cgroup remembers (OOM kills), removes the
-/// cgroup, and marks the record exited — or removes the container (`--rm`).
+/// cgroup, releases its network (`veth` says whether to wait for the kernel to remove the
+/// veth), and marks the record exited — or removes the container (`--rm`).
 fn finalize(
     states: &StateStore,
     record: &ContainerRecord,
     cgroup: Option<Box<dyn CgroupManager>>,
     waited: &Result<ExitStatus, EngineError>,
+    veth: VethRemoval,
 ) -> Result<(), ContainerError> {
     let code = match waited {
         Ok(status) => status.code,
@@ -385,7 +396,7 @@ fn finalize(
         .as_ref()
         .is_some_and(|c| c.oom_kills().is_ok_and(|n| n > 0));
     let cleanup = cgroup.map(|c| c.destroy()).transpose();
-    disconnect(states, record);
+    disconnect(states, record, veth);
     if record.auto_remove {
         states.remove_dir(&record.id)?;
     } else {

@@ -20,7 +20,7 @@ pub mod netlink;
 pub mod ports;
 mod store;
 
-pub use attach::{Attachment, attach, configure_inside, detach, detach_all};
+pub use attach::{Attachment, VethRemoval, attach, configure_inside, detach, detach_all};
 pub use ipnet::Ipv4Net;
 pub use ports::{PortMapping, PortSpec, Protocol};
 pub use store::{DEFAULT_NETWORK, NetworkRecord, NetworkStore};

@@ -5,6 +5,7 @@
 use std::io;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
 
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
@@ -320,6 +321,107 @@ impl Netlink {
     }
 }
 
+/// A NETLINK_ROUTE socket subscribed to the link notifications (`RTMGRP_LINK`) of the
+/// network namespace it was created in: lets carton see the kernel remove a link instead of
+/// removing it itself.
+#[derive(Debug)]
+pub struct LinkEvents {
+    fd: OwnedFd,
+}
+
+impl LinkEvents {
+    pub fn subscribe() -> io::Result<LinkEvents> {
+        let socket = Netlink::open()?;
+        // SAFETY: an all-zero sockaddr_nl is valid; then the fields we set.
+        let mut address: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        address.nl_family = libc::AF_NETLINK as u16;
+        address.nl_groups = libc::RTMGRP_LINK as u32;
+        // SAFETY: bind with a live, correctly sized sockaddr_nl.
+        let bound = unsafe {
+            libc::bind(
+                socket.fd.as_raw_fd(),
+                (&address as *const libc::sockaddr_nl).cast(),
+                std::mem::size_of::<libc::sockaddr_nl>() as u32,
+            )
+        };
+        if bound != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(LinkEvents { fd: socket.fd })
+    }
+
+    /// Waits up to `timeout` for the notification that link `index` was deleted. `Ok(false)`
+    /// when it did not come in time; an error (ENOBUFS: notifications were lost) means the
+    /// caller must look for itself.
+    pub fn wait_deleted(&self, index: i32, timeout: Duration) -> io::Result<bool> {
+        let deadline = Instant::now() + timeout;
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(false);
+            }
+            let mut pollfd = libc::pollfd {
+                fd: self.fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            let millis = left.as_millis().clamp(1, i32::MAX as u128) as i32;
+            // SAFETY: poll one live pollfd.
+            let ready = unsafe { libc::poll(&mut pollfd, 1, millis) };
+            if ready < 0 {
+                let err = io::Error::last_os_error();
+                if err.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(err);
+            }
+            if ready == 0 {
+                continue;
+            }
+            // SAFETY: recv into a live buffer.
+            let n = unsafe {
+                libc::recv(
+                    self.fd.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if n < 0 {
+                let err = io::Error::last_os_error();
+                match err.kind() {
+                    io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock => continue,
+                    _ => return Err(err),
+                }
+            }
+            if deleted_in(&buf[..n as usize], index) {
+                return Ok(true);
+            }
+        }
+    }
+}
+
+/// Whether a batch of netlink messages holds an RTM_DELLINK of link `index`.
+fn deleted_in(mut batch: &[u8], index: i32) -> bool {
+    while batch.len() >= 16 {
+        let len = u32::from_ne_bytes(batch[0..4].try_into().expect("4 bytes")) as usize;
+        let kind = u16::from_ne_bytes(batch[4..6].try_into().expect("2 bytes"));
+        if len < 16 || len > batch.len() {
+            return false;
+        }
+        let payload = &batch[16..len];
+        if kind == RTM_DELLINK
+            && payload.len() >= 8
+            && i32::from_ne_bytes(payload[4..8].try_into().expect("4 bytes")) == index
+        {
+            return true;
+        }
+        batch = &batch[align(len).min(batch.len())..];
+    }
+    false
+}
+
 fn align(len: usize) -> usize {
     (len + 3) & !3
 }
@@ -334,6 +436,21 @@ mod tests {
         push_attr(&mut buf, IFLA_IFNAME, &cstr("eth0"));
         assert_eq!(buf.len(), 12); // 4 header + 5 payload, padded to 12
         assert_eq!(u16::from_ne_bytes([buf[0], buf[1]]), 9);
+    }
+
+    #[test]
+    fn a_deletion_notice_is_recognised_by_index() {
+        let mut batch = Vec::new();
+        for (kind, index) in [(RTM_NEWLINK, 7), (RTM_DELLINK, 9)] {
+            let body = ifinfomsg(index, 0, 0);
+            batch.extend_from_slice(&((16 + body.len()) as u32).to_ne_bytes());
+            batch.extend_from_slice(&kind.to_ne_bytes());
+            batch.extend_from_slice(&[0; 10]);
+            batch.extend_from_slice(&body);
+        }
+        assert!(deleted_in(&batch, 9));
+        assert!(!deleted_in(&batch, 7), "a new link is not a deleted one");
+        assert!(!deleted_in(&batch[..20], 9), "a truncated batch");
     }
 
     #[test]

@@ -30,6 +30,17 @@ pub struct Endpoint {
     pub ports: Vec<PortMapping>,
 }
 
+/// An address whose container is gone while the kernel has not yet removed its veth (it does
+/// so when the container's network namespace dies, a few milliseconds after the last
+/// process). The address is not handed out again until the veth is gone: the dying `eth0`
+/// could still answer for it on the bridge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Draining {
+    pub address: Ipv4Addr,
+    pub host_veth: String,
+    pub since: Timestamp,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetworkRecord {
     pub name: String,
@@ -42,17 +53,21 @@ pub struct NetworkRecord {
     /// container id → endpoint
     #[serde(default)]
     pub endpoints: BTreeMap<String, Endpoint>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub draining: Vec<Draining>,
 }
 
 impl NetworkRecord {
-    /// The lowest free address for `container`.
+    /// The lowest free address for `container` (neither in use nor draining).
     pub fn allocate(&self, container: &str) -> Option<Ipv4Addr> {
         if let Some(e) = self.endpoints.get(container) {
             return Some(e.address);
         }
-        self.subnet
-            .hosts()
-            .find(|a| *a != self.gateway && !self.endpoints.values().any(|e| e.address == *a))
+        self.subnet.hosts().find(|a| {
+            *a != self.gateway
+                && !self.endpoints.values().any(|e| e.address == *a)
+                && !self.draining.iter().any(|d| d.address == *a)
+        })
     }
 
     pub fn rules(&self) -> NetworkRules {
@@ -261,6 +276,7 @@ impl NetworkStore {
             bridge,
             created: Timestamp::now(),
             endpoints: BTreeMap::new(),
+            draining: Vec::new(),
         };
         self.save(&record)?;
         Ok(record)

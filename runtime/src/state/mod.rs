@@ -13,7 +13,9 @@ mod names;
 mod record;
 mod time;
 
-pub use atomic::{Durability, write_atomic, write_json_atomic, write_json_atomic_with};
+pub use atomic::{
+    Durability, write_atomic, write_atomic_with, write_json_atomic, write_json_atomic_with,
+};
 pub use lock::LockGuard;
 pub use names::{generate_name, validate_name};
 pub use record::{ContainerRecord, Status, process_start_time};
