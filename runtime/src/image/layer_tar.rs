@@ -12,7 +12,7 @@
 //! as GNU tar does.
 
 use super::ImageError;
-use super::tar_writer::{Kind, Member, TarWriter};
+use super::tar_writer::{Buffered, Kind, Member, Sink, TarWriter};
 use super::whiteout;
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, openat};
@@ -53,7 +53,7 @@ pub(crate) struct Omit {
 }
 
 /// Writes the tree below `root` (not the root itself) to `out` as a complete tar archive.
-pub(crate) fn write_tree<W: Write>(
+pub(crate) fn write_tree<W: Sink>(
     root: BorrowedFd,
     out: W,
     kind: TreeKind,
@@ -76,7 +76,7 @@ pub(crate) fn write_tree<W: Write>(
     Ok((out, walker.stats))
 }
 
-struct Walker<'a, W: Write> {
+struct Walker<'a, W: Sink> {
     tar: TarWriter<W>,
     kind: TreeKind,
     omit: &'a Omit,
@@ -87,7 +87,7 @@ struct Walker<'a, W: Write> {
     stats: TreeStats,
 }
 
-impl<W: Write> Walker<'_, W> {
+impl<W: Sink> Walker<'_, W> {
     /// Archives the children of the directory `dir` (whose path in the archive is `prefix`).
     fn dir(&mut self, dir: BorrowedFd, prefix: &[u8]) -> Result<(), ImageError> {
         for name in sorted_names(dir, prefix)? {
@@ -398,7 +398,7 @@ fn fs_error<'a>(action: &'static str, shown: &'a str) -> impl FnOnce(Errno) -> I
 /// Writes the tree below `root` as a flattened rootfs archive (`export`): taken as it is,
 /// mounts below it not being part of the tree a detached mount shows.
 pub fn write_rootfs_tar<W: Write>(root: BorrowedFd, out: W) -> Result<(), ImageError> {
-    write_tree(root, out, TreeKind::Plain, &Omit::default()).map(|_| ())
+    write_tree(root, Buffered::new(out), TreeKind::Plain, &Omit::default()).map(|_| ())
 }
 
 /// Opens a directory to walk (for callers holding a path).

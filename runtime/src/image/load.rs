@@ -18,6 +18,7 @@ use super::install::{Batch, LayerBlob, StagedLayer, install_batch, stage_image, 
 use super::layout::{LayerInfo, Staging};
 use super::load_archive::{ArchiveFiles, Member, Source};
 use super::load_formats::{Blob, Planned, check_promise, plan, verified_bytes};
+use super::pipe::Chunked;
 use super::{ImageError, ImageStore};
 use oci_spec::image::ImageConfiguration;
 use std::collections::{HashMap, HashSet};
@@ -183,7 +184,7 @@ impl ImageStore {
             }
             (Source::InArchive { .. }, false) => {
                 let target = new_dir(work)?;
-                let imported = import_layer(input, &blob_path, &target, false)?;
+                let imported = import_layer(Chunked(input), &blob_path, &target, false)?;
                 let size = imported.unpacked_size;
                 (
                     imported.blob_hex,

@@ -2,18 +2,41 @@
 //! channel of byte chunks with a `Write` end and a `Read` end.
 //!
 //! Why not an OS pipe: a chunk is handed over, not copied through the kernel twice, and
-//! neither side pays a syscall per 64 KiB. The bound keeps memory at a few chunks whatever the
-//! layer size (streaming, never a whole layer in memory). When either end is dropped the other
-//! sees it: the reader gets end of file, the writer a `BrokenPipe` error — so a failing stage
-//! stops its neighbour instead of blocking it.
+//! neither side pays a syscall per 64 KiB. Chunks are shared (`Arc`), so one chunk can go to
+//! two consumers (the blob file and the unpacker) without a copy. The bound keeps memory at a
+//! few chunks whatever the layer size (streaming, never a whole layer in memory). When either
+//! end is dropped the other sees it: the reader gets end of file, the writer a `BrokenPipe`
+//! error — so a failing stage stops its neighbour instead of blocking it.
 
 use std::io::{self, Read, Write};
+
+use super::tar_writer::Sink;
+use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 /// Bytes per chunk.
 const CHUNK: usize = 256 * 1024;
 /// Chunks in flight between the two ends.
-const DEPTH: usize = 8;
+pub(crate) const DEPTH: usize = 32;
+
+/// A piece of a stream, shared by the stages that consume it.
+pub(crate) type Chunk = Arc<Vec<u8>>;
+
+/// Where a stage takes its input from, chunk by chunk.
+pub(crate) trait ChunkSource {
+    /// The next chunk, `None` at the end of the stream.
+    fn next_chunk(&mut self) -> io::Result<Option<Chunk>>;
+}
+
+/// Any reader, read into fresh chunks.
+pub(crate) struct Chunked<R>(pub(crate) R);
+
+impl<R: Read> ChunkSource for Chunked<R> {
+    fn next_chunk(&mut self) -> io::Result<Option<Chunk>> {
+        let chunk = read_chunk(&mut self.0)?;
+        Ok((!chunk.is_empty()).then(|| Arc::new(chunk)))
+    }
+}
 
 /// A connected pair.
 pub(crate) fn pipe() -> (PipeWriter, PipeReader) {
@@ -25,20 +48,20 @@ pub(crate) fn pipe() -> (PipeWriter, PipeReader) {
         },
         PipeReader {
             rx,
-            chunk: Vec::new(),
+            chunk: Arc::new(Vec::new()),
             pos: 0,
         },
     )
 }
 
 pub(crate) struct PipeWriter {
-    tx: SyncSender<Vec<u8>>,
+    tx: SyncSender<Chunk>,
     buf: Vec<u8>,
 }
 
 impl PipeWriter {
     /// Sends a whole chunk as it is (no copy), after what is buffered.
-    pub(crate) fn send_chunk(&mut self, chunk: Vec<u8>) -> io::Result<()> {
+    pub(crate) fn send_chunk(&mut self, chunk: Chunk) -> io::Result<()> {
         self.flush()?;
         if chunk.is_empty() {
             return Ok(());
@@ -49,6 +72,10 @@ impl PipeWriter {
 
 impl Write for PipeWriter {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        // `copy_from` may have left the chunk exactly full.
+        if self.buf.len() == CHUNK {
+            self.flush()?;
+        }
         let room = CHUNK - self.buf.len();
         let n = data.len().min(room);
         self.buf.extend_from_slice(&data[..n]);
@@ -63,7 +90,29 @@ impl Write for PipeWriter {
             return Ok(());
         }
         let full = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
-        self.tx.send(full).map_err(|_| closed())
+        self.tx.send(Arc::new(full)).map_err(|_| closed())
+    }
+}
+
+impl Sink for PipeWriter {
+    /// Reads `data` straight into the chunk being filled: no intermediate buffer.
+    fn copy_from(&mut self, data: &mut dyn Read, limit: u64) -> io::Result<u64> {
+        let mut copied = 0;
+        while copied < limit {
+            if self.buf.len() == CHUNK {
+                self.flush()?;
+            }
+            let room = (CHUNK - self.buf.len()) as u64;
+            // Fills the spare capacity without zeroing it first.
+            let n = data
+                .take(room.min(limit - copied))
+                .read_to_end(&mut self.buf)?;
+            if n == 0 {
+                break;
+            }
+            copied += n as u64;
+        }
+        Ok(copied)
     }
 }
 
@@ -75,9 +124,24 @@ impl Drop for PipeWriter {
 }
 
 pub(crate) struct PipeReader {
-    rx: Receiver<Vec<u8>>,
-    chunk: Vec<u8>,
+    rx: Receiver<Chunk>,
+    chunk: Chunk,
     pos: usize,
+}
+
+impl ChunkSource for PipeReader {
+    /// The chunks as the writer sent them (what `read` left of the current one first).
+    fn next_chunk(&mut self) -> io::Result<Option<Chunk>> {
+        if self.pos < self.chunk.len() {
+            let rest = match self.pos {
+                0 => self.chunk.clone(),
+                pos => Arc::new(self.chunk[pos..].to_vec()),
+            };
+            self.pos = self.chunk.len();
+            return Ok(Some(rest));
+        }
+        Ok(self.rx.recv().ok())
+    }
 }
 
 impl Read for PipeReader {
@@ -123,8 +187,51 @@ mod tests {
         let expected = data.clone();
         let writer = std::thread::spawn(move || {
             w.write_all(&data[..1000]).unwrap();
-            w.send_chunk(data[1000..CHUNK + 5].to_vec()).unwrap();
+            w.send_chunk(Arc::new(data[1000..CHUNK + 5].to_vec()))
+                .unwrap();
             w.write_all(&data[CHUNK + 5..]).unwrap();
+        });
+        let mut got = Vec::new();
+        r.read_to_end(&mut got).unwrap();
+        writer.join().unwrap();
+        assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn chunks_come_out_as_sent_after_what_was_read() {
+        let (mut w, mut r) = pipe();
+        let sent: Chunk = Arc::new((0..100u8).collect());
+        w.send_chunk(sent.clone()).unwrap();
+        w.write_all(b"tail").unwrap();
+        drop(w);
+        let mut head = [0u8; 10];
+        r.read_exact(&mut head).unwrap();
+        assert_eq!(r.next_chunk().unwrap().unwrap()[..], sent[10..]);
+        assert_eq!(r.next_chunk().unwrap().unwrap()[..], b"tail"[..]);
+        assert!(r.next_chunk().unwrap().is_none());
+        let whole = r.next_chunk().unwrap();
+        assert!(whole.is_none(), "the end stays the end");
+    }
+
+    #[test]
+    fn a_whole_chunk_is_shared_not_copied() {
+        let (mut w, mut r) = pipe();
+        let sent: Chunk = Arc::new(vec![7; 1000]);
+        w.send_chunk(sent.clone()).unwrap();
+        let got = r.next_chunk().unwrap().unwrap();
+        assert!(Arc::ptr_eq(&sent, &got));
+    }
+
+    #[test]
+    fn data_copied_up_to_a_chunk_boundary_is_followed_by_more_writes() {
+        let (mut w, mut r) = pipe();
+        let file: Vec<u8> = (0..CHUNK).map(|i| (i % 253) as u8).collect();
+        let expected = [&b"header"[..], &file[..CHUNK - 6], b"trailer"].concat();
+        let writer = std::thread::spawn(move || {
+            w.write_all(b"header").unwrap();
+            let copied = w.copy_from(&mut &file[..], (CHUNK - 6) as u64).unwrap();
+            assert_eq!(copied, (CHUNK - 6) as u64);
+            w.write_all(b"trailer").unwrap();
         });
         let mut got = Vec::new();
         r.read_to_end(&mut got).unwrap();

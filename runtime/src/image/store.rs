@@ -14,6 +14,7 @@ use super::install::{
     Batch, LayerBlob, StagedLayer, add_to_index, install_batch, ref_name, stage_image, sync_staged,
 };
 use super::layout::{LayerInfo, Layout, Staging, remove_tree, sweep_stale_staging, sync_dir};
+use super::pipe::Chunked;
 use super::reference::{IdQuery, normalize_reference, parse_id};
 use super::{Image, ImageError, Removal};
 use crate::state::Timestamp;
@@ -359,7 +360,7 @@ fn stage_import(
             "cannot create {}",
             layer_dir.display()
         )))?;
-    let layer = import_layer(archive, &blob, &layer_dir, false)?;
+    let layer = import_layer(Chunked(archive), &blob, &layer_dir, false)?;
 
     let created = Timestamp::now().to_rfc3339();
     complete_config(&mut config, &layer.diff_id_hex, &created);

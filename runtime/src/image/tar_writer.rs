@@ -9,6 +9,69 @@
 use std::io::{self, Read, Write};
 
 const BLOCK: usize = 512;
+/// The copy buffer of [`Buffered`].
+const COPY_BUF: usize = 256 * 1024;
+
+/// Where a tar stream goes. File data is handed over by [`Sink::copy_from`], so that a sink
+/// with a buffer of its own (the in-process pipe of a commit) reads the file straight into it
+/// instead of through an intermediate buffer (`perf` showed that copy at 9% of a commit).
+pub(crate) trait Sink: Write {
+    /// Copies up to `limit` bytes of `data` (fewer only at its end); returns how many.
+    fn copy_from(&mut self, data: &mut dyn Read, limit: u64) -> io::Result<u64>;
+}
+
+impl Sink for Vec<u8> {
+    fn copy_from(&mut self, data: &mut dyn Read, limit: u64) -> io::Result<u64> {
+        data.take(limit).read_to_end(self).map(|n| n as u64)
+    }
+}
+
+/// Any writer as a [`Sink`]: file data goes through a 256 KiB buffer (`io::copy` reads 8 KiB
+/// at a time, a syscall each).
+pub(crate) struct Buffered<W> {
+    inner: W,
+    buf: Vec<u8>,
+}
+
+impl<W: Write> Buffered<W> {
+    pub(crate) fn new(inner: W) -> Buffered<W> {
+        Buffered {
+            inner,
+            buf: Vec::new(),
+        }
+    }
+}
+
+impl<W: Write> Write for Buffered<W> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.inner.write(data)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl<W: Write> Sink for Buffered<W> {
+    fn copy_from(&mut self, data: &mut dyn Read, limit: u64) -> io::Result<u64> {
+        if self.buf.is_empty() {
+            self.buf = vec![0; COPY_BUF];
+        }
+        let mut copied = 0;
+        while copied < limit {
+            let want = (limit - copied).min(COPY_BUF as u64) as usize;
+            let n = match data.read(&mut self.buf[..want]) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            self.inner.write_all(&self.buf[..n])?;
+            copied += n as u64;
+        }
+        Ok(copied)
+    }
+}
 /// Largest value of an 8-byte octal field (uid, gid, mode) and of the 12-byte ones.
 const MAX_OCTAL_8: u64 = 0o7_777_777;
 const MAX_OCTAL_12: u64 = 0o77_777_777_777;
@@ -44,13 +107,13 @@ pub(crate) struct Member {
 }
 
 /// Writes members to `out`; [`TarWriter::finish`] adds the end-of-archive blocks.
-pub(crate) struct TarWriter<W: Write> {
+pub(crate) struct TarWriter<W: Sink> {
     out: W,
     /// Bytes written (to pad and count).
     written: u64,
 }
 
-impl<W: Write> TarWriter<W> {
+impl<W: Sink> TarWriter<W> {
     pub(crate) fn new(out: W) -> TarWriter<W> {
         TarWriter { out, written: 0 }
     }
@@ -142,7 +205,7 @@ impl<W: Write> TarWriter<W> {
 
         if size > 0 {
             let data = data.ok_or_else(|| io::Error::other("a file member needs its data"))?;
-            let copied = io::copy(&mut data.take(size), &mut self.out)?;
+            let copied = self.out.copy_from(data, size)?;
             self.written += copied;
             if copied != size {
                 return Err(io::Error::new(
