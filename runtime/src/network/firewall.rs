@@ -58,6 +58,15 @@ pub fn ruleset(networks: &[NetworkRules], existing: &str) -> String {
             filter.push_str(&format!("-I {builtin} 1 -j {chain}\n"));
         }
     }
+    // Traffic between containers of one network first: it is most of the packets (with
+    // br_netfilter every bridged frame walks FORWARD), and it needs neither the isolation
+    // rules nor a conntrack lookup.
+    for n in networks {
+        filter.push_str(&format!(
+            "-A CARTON-FORWARD -i {br} -o {br} -j ACCEPT\n",
+            br = n.bridge
+        ));
+    }
     filter.push_str("-A CARTON-FORWARD -j CARTON-ISOLATION\n");
 
     for n in networks {
@@ -91,7 +100,6 @@ pub fn ruleset(networks: &[NetworkRules], existing: &str) -> String {
             "-A CARTON-FORWARD -o {br} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n"
         ));
         filter.push_str(&format!("-A CARTON-FORWARD -i {br} ! -o {br} -j ACCEPT\n"));
-        filter.push_str(&format!("-A CARTON-FORWARD -i {br} -o {br} -j ACCEPT\n"));
         // Different carton networks do not reach each other.
         for other in networks.iter().filter(|o| o.bridge != *br) {
             filter.push_str(&format!(
