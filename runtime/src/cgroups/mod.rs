@@ -80,6 +80,21 @@ pub enum CgroupView {
     V2,
 }
 
+/// How a new process (the init, an `exec`) enters the container's cgroup.
+#[derive(Debug)]
+pub enum Entry {
+    /// Born in it: clone3(CLONE_INTO_CGROUP) with this directory (v2).
+    CloneInto(OwnedFd),
+    /// The child moves itself, writing `0` (itself) into each of these open `tasks` files
+    /// (v1) before anything else. A thread that moves itself skips the global threadgroup
+    /// lock, whose write side waits for an RCU grace period: 10–15 ms per container start on
+    /// the machine this was measured on (`strace -T` of the write, pid vs `0`), the largest
+    /// single cost of a `carton run` on cgroup v1.
+    SelfMove(Vec<std::fs::File>),
+    /// The parent writes the child's pid into `cgroup.procs` after the clone.
+    ByParent,
+}
+
 /// One container's cgroup, whatever the cgroup version.
 pub trait CgroupManager: std::fmt::Debug {
     /// Creates the cgroup (and its parents, enabling controllers / seeding cpusets on the
@@ -89,8 +104,8 @@ pub trait CgroupManager: std::fmt::Debug {
     fn apply(&self, resources: &Resources) -> Result<(), CgroupError>;
     /// Moves a process in.
     fn add_process(&self, pid: i32) -> Result<(), CgroupError>;
-    /// A directory fd for clone3(CLONE_INTO_CGROUP), where the version supports it (v2).
-    fn clone_into(&self) -> Result<Option<OwnedFd>, CgroupError>;
+    /// How a new process of the container gets in.
+    fn entry(&self) -> Result<Entry, CgroupError>;
     /// What to mount inside the container.
     fn view(&self) -> CgroupView;
     fn stats(&self) -> Result<Stats, CgroupError>;

@@ -2,12 +2,11 @@
 
 use std::fs;
 use std::io;
-use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use super::files::{self, keyed};
 use super::freezer::{FREEZE_TIMEOUT, Freezer};
-use super::{CgroupError, CgroupManager, CgroupView, Resources, Stats, V1Hierarchy};
+use super::{CgroupError, CgroupManager, CgroupView, Entry, Resources, Stats, V1Hierarchy};
 
 /// Limits at or above this mean "unlimited" in v1 files (the kernel rounds i64::MAX down to a
 /// page multiple).
@@ -125,8 +124,21 @@ impl CgroupManager for V1Cgroup {
         Ok(())
     }
 
-    fn clone_into(&self) -> Result<Option<OwnedFd>, CgroupError> {
-        Ok(None)
+    fn entry(&self) -> Result<Entry, CgroupError> {
+        self.dirs
+            .iter()
+            .map(|(_, dir)| {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(dir.join("tasks"))
+                    .map_err(|source| CgroupError::Write {
+                        path: dir.join("tasks"),
+                        value: "0".into(),
+                        source,
+                    })
+            })
+            .collect::<Result<_, _>>()
+            .map(Entry::SelfMove)
     }
 
     fn view(&self) -> CgroupView {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use super::files::{self, keyed};
 use super::freezer::{FREEZE_TIMEOUT, Freezer};
 use super::resources::{cpu_max, shares_to_weight, v2_bytes, v2_swap_max};
-use super::{CgroupError, CgroupManager, CgroupView, Resources, Stats};
+use super::{CgroupError, CgroupManager, CgroupView, Entry, Resources, Stats};
 
 /// Controllers carton enables for its containers when the parent offers them.
 const WANTED: &[&str] = &["cpu", "cpuset", "memory", "pids", "io"];
@@ -138,7 +138,7 @@ impl CgroupManager for V2Cgroup {
         files::write(&self.dir, "cgroup.procs", &pid.to_string())
     }
 
-    fn clone_into(&self) -> Result<Option<OwnedFd>, CgroupError> {
+    fn entry(&self) -> Result<Entry, CgroupError> {
         // Kernels before 6.2 (without the backport) give a task born in a cpuset with
         // CLONE_INTO_CGROUP its parent's CPUs and memory nodes instead of the cpuset's (fixed
         // upstream by "cgroup/cpuset: Make cpuset_fork() handle CLONE_INTO_CGROUP properly";
@@ -148,7 +148,7 @@ impl CgroupManager for V2Cgroup {
             std::fs::read_to_string(self.dir.join(file)).is_ok_and(|v| !v.trim().is_empty())
         };
         if restricted("cpuset.cpus") || restricted("cpuset.mems") {
-            return Ok(None);
+            return Ok(Entry::ByParent);
         }
         let path = std::ffi::CString::new(self.dir.as_os_str().as_bytes())
             .map_err(|_| CgroupError::InvalidPath(self.dir.display().to_string()))?;
@@ -166,7 +166,7 @@ impl CgroupManager for V2Cgroup {
             });
         }
         // SAFETY: fresh fd.
-        Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) }))
+        Ok(Entry::CloneInto(unsafe { OwnedFd::from_raw_fd(fd) }))
     }
 
     fn view(&self) -> CgroupView {

@@ -3,7 +3,7 @@
 //! succeeds or reports an [`InitFailure`] to the parent and exits; nothing is swallowed.
 
 use std::convert::Infallible;
-use std::io;
+use std::io::{self, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
@@ -14,6 +14,7 @@ use super::exec;
 use super::hooks;
 use super::in_root::RootDir;
 use super::plan::{Plan, ProcessPlan};
+use super::process::CgroupJoin;
 use super::rootfs::{self, failure};
 use super::seccomp;
 use super::signals;
@@ -21,18 +22,18 @@ use super::stdio::{self, ChildStdio};
 
 /// Runs the container's init in the child after clone; never returns.
 ///
-/// `in_cgroup` says whether the child was born in its cgroup (clone3 CLONE_INTO_CGROUP) or
-/// the parent moves it there and says [`ToChild::CgroupJoined`].
+/// `joining` says how the child gets into its cgroup: born in it, by moving itself, or moved
+/// by the parent, which then says [`ToChild::CgroupJoined`].
 pub fn run(
     plan: &Plan,
     joins: &[(OwnedFd, libc::c_int)],
     channel: &Channel,
     stdio: &ChildStdio,
-    in_cgroup: bool,
+    joining: CgroupJoin,
 ) -> ! {
     report_and_exit(
         channel,
-        container_steps(plan, joins, channel, stdio, in_cgroup),
+        container_steps(plan, joins, channel, stdio, joining),
     )
 }
 
@@ -43,12 +44,32 @@ pub fn run_joined(
     namespaces: &[(OwnedFd, libc::c_int)],
     channel: &Channel,
     stdio: &ChildStdio,
+    joining: CgroupJoin,
     die_with_parent: bool,
 ) -> ! {
     report_and_exit(
         channel,
-        joined_steps(process, namespaces, channel, stdio, die_with_parent),
+        joined_steps(
+            process,
+            namespaces,
+            channel,
+            stdio,
+            joining,
+            die_with_parent,
+        ),
     )
+}
+
+/// The `SelfMove` of [`CgroupJoin`]: this (single-threaded) child writes `0`, itself, into
+/// each hierarchy's `tasks` file, before it allocates anything the cgroup should count.
+fn move_into_cgroup(joining: CgroupJoin) -> Result<(), InitFailure> {
+    if let CgroupJoin::SelfMove(tasks) = joining {
+        for mut file in tasks {
+            file.write_all(b"0")
+                .map_err(|e| failure("cgroup", "join the container's cgroup", e))?;
+        }
+    }
+    Ok(())
 }
 
 fn report_and_exit(channel: &Channel, result: Result<Infallible, InitFailure>) -> ! {
@@ -73,8 +94,9 @@ fn container_steps(
     joins: &[(OwnedFd, libc::c_int)],
     channel: &Channel,
     stdio: &ChildStdio,
-    in_cgroup: bool,
+    joining: CgroupJoin,
 ) -> Result<Infallible, InitFailure> {
+    move_into_cgroup(joining)?;
     // A container must not outlive the carton process that owns it (the foreground CLI or the
     // detached supervisor) — unless it is an OCI `create`, whose caller exits and leaves the
     // container to a shim. If the owner died before this line, the child never gets Go on the
@@ -95,7 +117,7 @@ fn container_steps(
     if plan.cgroup_namespace {
         // The namespace's root is the cgroup the process sits in when unsharing: wait until
         // that is the container's own.
-        if plan.cgroup.is_some() && !in_cgroup {
+        if matches!(joining, CgroupJoin::FromParent) {
             match channel.recv_from_parent() {
                 Ok(Some(ToChild::CgroupJoined)) => {}
                 // SAFETY: carton went away or failed; nothing to report to.
@@ -211,8 +233,10 @@ fn joined_steps(
     namespaces: &[(OwnedFd, libc::c_int)],
     channel: &Channel,
     stdio: &ChildStdio,
+    joining: CgroupJoin,
     die: bool,
 ) -> Result<Infallible, InitFailure> {
+    move_into_cgroup(joining)?;
     if die {
         die_with_parent();
     }

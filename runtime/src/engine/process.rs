@@ -15,7 +15,7 @@ use super::init;
 use super::plan::{Plan, ProcessPlan};
 use super::signals;
 use super::stdio::{self, HostStdio, Stdio};
-use crate::cgroups::CgroupManager;
+use crate::cgroups::{CgroupManager, Entry};
 
 /// A process whose user program has been exec'd.
 #[derive(Debug)]
@@ -87,18 +87,21 @@ pub fn start(
     let guard = MaskGuard(saved_mask);
 
     // On cgroup v2 the child is born in its cgroup (clone3 CLONE_INTO_CGROUP): no window in
-    // which it runs uncounted, and no write to cgroup.procs afterwards.
-    let cgroup_fd = cgroup.map(|c| c.clone_into()).transpose()?.flatten();
-    let (rc, in_cgroup) = clone_child(plan.clone_flags, cgroup_fd.as_ref())?;
+    // which it runs uncounted, and no write to cgroup.procs afterwards. On v1 it moves itself
+    // in before anything else (see `Entry::SelfMove`).
+    let entry = cgroup.map(|c| c.entry()).transpose()?;
+    let (rc, born_in) = clone_child(plan.clone_flags, clone_into(entry.as_ref()))?;
+    let joining = CgroupJoin::of(cgroup.is_some(), born_in, entry.as_ref());
     if rc == 0 {
         drop(parent_end);
-        init::run(plan, &joins, &child_end, &child_stdio, in_cgroup);
+        init::run(plan, &joins, &child_end, &child_stdio, joining);
     }
     let pid = Pid::from_raw(rc as libc::pid_t);
-    drop((child_end, child_stdio, cgroup_fd, joins));
+    let by_parent = matches!(joining, CgroupJoin::FromParent);
+    drop((child_end, child_stdio, entry, joins));
 
     let started = (|| {
-        if let (Some(cgroup), false) = (cgroup, in_cgroup) {
+        if let (Some(cgroup), true) = (cgroup, by_parent) {
             cgroup.add_process(pid.as_raw())?;
             if plan.cgroup_namespace {
                 parent_end
@@ -183,16 +186,25 @@ pub fn join(
     }
     let saved_mask = block_signals()?;
     let guard = MaskGuard(saved_mask);
-    let cgroup_fd = cgroup.map(|c| c.clone_into()).transpose()?.flatten();
-    let (rc, in_cgroup) = clone_child(0, cgroup_fd.as_ref())?;
+    let entry = cgroup.map(|c| c.entry()).transpose()?;
+    let (rc, born_in) = clone_child(0, clone_into(entry.as_ref()))?;
+    let joining = CgroupJoin::of(cgroup.is_some(), born_in, entry.as_ref());
     if rc == 0 {
         drop(parent_end);
-        init::run_joined(process, &target.others, &child_end, &child_stdio, !detached);
+        init::run_joined(
+            process,
+            &target.others,
+            &child_end,
+            &child_stdio,
+            joining,
+            !detached,
+        );
     }
     let pid = Pid::from_raw(rc as libc::pid_t);
-    drop((child_end, child_stdio, cgroup_fd));
+    let by_parent = matches!(joining, CgroupJoin::FromParent);
+    drop((child_end, child_stdio, entry));
     let started = (|| {
-        if let (Some(cgroup), false) = (cgroup, in_cgroup) {
+        if let (Some(cgroup), true) = (cgroup, by_parent) {
             cgroup.add_process(pid.as_raw())?;
         }
         handshake(&parent_end, pid, events)
@@ -246,6 +258,35 @@ fn handshake(
         Some(other) => Err(EngineError::Setup(format!(
             "unexpected message from container init after release: {other:?}"
         ))),
+    }
+}
+
+/// The directory to clone into, when the cgroup takes its processes that way.
+fn clone_into(entry: Option<&Entry>) -> Option<&OwnedFd> {
+    match entry {
+        Some(Entry::CloneInto(fd)) => Some(fd),
+        _ => None,
+    }
+}
+
+/// How the child gets into its cgroup after the clone.
+#[derive(Debug, Clone, Copy)]
+pub enum CgroupJoin<'a> {
+    /// Nothing to do: no cgroup, or born in it.
+    Done,
+    /// The child writes `0` into these `tasks` files itself, first thing.
+    SelfMove(&'a [File]),
+    /// The parent moves it and says so ([`ToChild::CgroupJoined`]).
+    FromParent,
+}
+
+impl<'a> CgroupJoin<'a> {
+    fn of(has_cgroup: bool, born_in: bool, entry: Option<&'a Entry>) -> CgroupJoin<'a> {
+        match entry {
+            _ if !has_cgroup || born_in => CgroupJoin::Done,
+            Some(Entry::SelfMove(tasks)) => CgroupJoin::SelfMove(tasks),
+            _ => CgroupJoin::FromParent,
+        }
     }
 }
 
