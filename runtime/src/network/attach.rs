@@ -225,9 +225,10 @@ pub fn detach(
 }
 
 /// How long the kernel gets to remove a veth whose container namespace has died before carton
-/// removes it itself. The kernel needs a grace period or two; a namespace that someone else
-/// keeps alive (an open fd, `ip netns attach`) never lets it go.
-const KERNEL_REMOVAL_GRACE: Duration = Duration::from_millis(500);
+/// removes it itself. The kernel needs a grace period or two (~25 ms here, far more in a
+/// software-emulated VM); a namespace that someone else keeps alive (an open fd, `ip netns
+/// attach`) never lets it go.
+const KERNEL_REMOVAL_GRACE: Duration = Duration::from_secs(2);
 
 fn veth_exists(name: &str) -> bool {
     Netlink::open()
