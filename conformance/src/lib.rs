@@ -167,18 +167,7 @@ pub fn output_within(mut cmd: Command, deadline: Duration) -> Output {
     };
     let out_thread = pipe(Box::new(child.stdout.take().expect("piped stdout")));
     let err_thread = pipe(Box::new(child.stderr.take().expect("piped stderr")));
-    let until = Instant::now() + deadline;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
-        }
-        if Instant::now() > until {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{desc} did not finish within {deadline:?}; killed it");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let status = wait_within(&mut child, deadline, &desc);
     let join = |t: JoinHandle<Vec<u8>>, what: &str| {
         let until = Instant::now() + Duration::from_secs(5);
         while !t.is_finished() {
@@ -194,6 +183,23 @@ pub fn output_within(mut cmd: Command, deadline: Duration) -> Output {
         status,
         stdout: join(out_thread, "stdout"),
         stderr: join(err_thread, "stderr"),
+    }
+}
+
+/// Waits for `child` to exit; kills it and panics (naming it `desc`) after `deadline`.
+#[track_caller]
+pub fn wait_within(child: &mut Child, deadline: Duration, desc: &str) -> ExitStatus {
+    let until = Instant::now() + deadline;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        if Instant::now() > until {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{desc} did not finish within {deadline:?}; killed it");
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 

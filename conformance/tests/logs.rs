@@ -9,10 +9,9 @@
 
 use std::collections::BTreeMap;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
 
 use conformance::containers::{IDLE_UNTIL_TERM, LogEntry, SYNC_SH, parse_rfc3339};
-use conformance::{Carton, DEADLINE, EXIT_CARTON_ERROR, lines};
+use conformance::{Carton, DEADLINE, EXIT_CARTON_ERROR, lines, wait_within};
 use predicates::prelude::*;
 use rstest::rstest;
 
@@ -165,18 +164,7 @@ fn log_keeps_the_order_across_streams() {
         .stderr(file)
         .spawn()
         .expect("spawn carton logs");
-    let deadline = Instant::now() + DEADLINE;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("`carton logs` did not finish within {DEADLINE:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_within(&mut child, DEADLINE, "`carton logs`");
     assert!(status.success(), "{status}");
     assert_eq!(
         std::fs::read_to_string(&merged_path).unwrap(),

@@ -29,7 +29,9 @@ use std::time::{Duration, Instant};
 use conformance::containers::{Handshake, IDLE_UNTIL_TERM, SYNC_SH};
 use conformance::netns::TestNetns;
 use conformance::remote::{self, RemoteHost};
-use conformance::{Carton, CartonCmd, DEADLINE, EXIT_CARTON_ERROR, is_hex, lines, skip, unique};
+use conformance::{
+    Carton, CartonCmd, DEADLINE, EXIT_CARTON_ERROR, is_hex, lines, skip, unique, wait_within,
+};
 use rstest::rstest;
 use serde_json::Value;
 
@@ -2172,18 +2174,11 @@ fn run_with_resolv_conf(ct: &Carton, resolv: &str, args: &[&str]) -> Output {
         .stderr(std::fs::File::create(&stderr).unwrap());
     ct.netns().apply(&mut cmd);
     let mut child = cmd.spawn().expect("spawn unshare");
-    let deadline = Instant::now() + DEADLINE;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("carton run with a private resolv.conf did not finish within {DEADLINE:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_within(
+        &mut child,
+        DEADLINE,
+        "carton run with a private resolv.conf",
+    );
     Output {
         status,
         stdout: std::fs::read(&stdout).unwrap(),

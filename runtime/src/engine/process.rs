@@ -91,7 +91,7 @@ pub fn start(
     // in before anything else (see `Entry::SelfMove`).
     let entry = cgroup.map(|c| c.entry()).transpose()?;
     let (rc, born_in) = clone_child(plan.clone_flags, clone_into(entry.as_ref()))?;
-    let joining = CgroupJoin::of(cgroup.is_some(), born_in, entry.as_ref());
+    let joining = CgroupJoin::of(entry.as_ref(), born_in);
     if rc == 0 {
         drop(parent_end);
         init::run(plan, &joins, &child_end, &child_stdio, joining);
@@ -188,7 +188,7 @@ pub fn join(
     let guard = MaskGuard(saved_mask);
     let entry = cgroup.map(|c| c.entry()).transpose()?;
     let (rc, born_in) = clone_child(0, clone_into(entry.as_ref()))?;
-    let joining = CgroupJoin::of(cgroup.is_some(), born_in, entry.as_ref());
+    let joining = CgroupJoin::of(entry.as_ref(), born_in);
     if rc == 0 {
         drop(parent_end);
         init::run_joined(
@@ -281,11 +281,12 @@ pub enum CgroupJoin<'a> {
 }
 
 impl<'a> CgroupJoin<'a> {
-    fn of(has_cgroup: bool, born_in: bool, entry: Option<&'a Entry>) -> CgroupJoin<'a> {
+    fn of(entry: Option<&'a Entry>, born_in: bool) -> CgroupJoin<'a> {
         match entry {
-            _ if !has_cgroup || born_in => CgroupJoin::Done,
+            None => CgroupJoin::Done,
+            Some(_) if born_in => CgroupJoin::Done,
             Some(Entry::SelfMove(tasks)) => CgroupJoin::SelfMove(tasks),
-            _ => CgroupJoin::FromParent,
+            Some(_) => CgroupJoin::FromParent,
         }
     }
 }

@@ -83,7 +83,7 @@ fn detect(prefix: &[u8]) -> Result<Compression, ImageError> {
 /// `layer_dir` (an existing empty directory). Nothing outside those two paths is written.
 /// An archive without entries is refused unless `allow_empty` (an unchanged commit).
 pub(crate) fn import_layer(
-    input: impl ChunkSource,
+    mut input: impl ChunkSource,
     blob_path: &Path,
     layer_dir: &Path,
     allow_empty: bool,
@@ -118,7 +118,6 @@ pub(crate) fn import_layer(
             }
             Ok::<_, ImageError>(())
         });
-        let mut input = input;
         let read = (|| {
             let mut hasher = Sha256::new();
             let mut size = 0u64;

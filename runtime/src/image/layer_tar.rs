@@ -12,7 +12,7 @@
 //! as GNU tar does.
 
 use super::ImageError;
-use super::tar_writer::{Buffered, Kind, Member, Sink, TarWriter};
+use super::tar_writer::{Kind, Member, Sink, TarWriter, buffered};
 use super::whiteout;
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, openat};
@@ -398,7 +398,7 @@ fn fs_error<'a>(action: &'static str, shown: &'a str) -> impl FnOnce(Errno) -> I
 /// Writes the tree below `root` as a flattened rootfs archive (`export`): taken as it is,
 /// mounts below it not being part of the tree a detached mount shows.
 pub fn write_rootfs_tar<W: Write>(root: BorrowedFd, out: W) -> Result<(), ImageError> {
-    write_tree(root, Buffered::new(out), TreeKind::Plain, &Omit::default()).map(|_| ())
+    write_tree(root, buffered(out), TreeKind::Plain, &Omit::default()).map(|_| ())
 }
 
 /// Opens a directory to walk (for callers holding a path).

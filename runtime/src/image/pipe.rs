@@ -9,10 +9,10 @@
 //! error — so a failing stage stops its neighbour instead of blocking it.
 
 use std::io::{self, Read, Write};
-
-use super::tar_writer::Sink;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+
+use super::tar_writer::Sink;
 
 /// Bytes per chunk.
 const CHUNK: usize = 256 * 1024;
@@ -72,10 +72,6 @@ impl PipeWriter {
 
 impl Write for PipeWriter {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        // `copy_from` may have left the chunk exactly full.
-        if self.buf.len() == CHUNK {
-            self.flush()?;
-        }
         let room = CHUNK - self.buf.len();
         let n = data.len().min(room);
         self.buf.extend_from_slice(&data[..n]);
@@ -99,14 +95,15 @@ impl Sink for PipeWriter {
     fn copy_from(&mut self, data: &mut dyn Read, limit: u64) -> io::Result<u64> {
         let mut copied = 0;
         while copied < limit {
-            if self.buf.len() == CHUNK {
-                self.flush()?;
-            }
             let room = (CHUNK - self.buf.len()) as u64;
             // Fills the spare capacity without zeroing it first.
             let n = data
                 .take(room.min(limit - copied))
                 .read_to_end(&mut self.buf)?;
+            // As `write`: a full chunk goes at once, so none is full between calls.
+            if self.buf.len() == CHUNK {
+                self.flush()?;
+            }
             if n == 0 {
                 break;
             }

@@ -10,7 +10,7 @@
 
 use super::digest::hex;
 use super::store::{Matched, find, parse_json, sha256_hex_of};
-use super::tar_writer::{Buffered, Kind, Member, TarWriter};
+use super::tar_writer::{Kind, Member, TarWriter, buffered};
 use super::{ImageError, ImageStore};
 use oci_spec::image::{ANNOTATION_REF_NAME, ImageManifest};
 use serde_json::{Value, json};
@@ -79,7 +79,7 @@ impl ImageStore {
             });
         }
 
-        let mut tar = TarWriter::new(Buffered::new(out));
+        let mut tar = TarWriter::new(buffered(out));
         let write = |e: io::Error| ImageError::io("cannot write the archive")(e);
         tar.append(
             &file_member("oci-layout", 30),
@@ -125,7 +125,7 @@ impl ImageStore {
     /// Streams one store blob into the archive, checking its digest on the way.
     fn copy_blob<W: Write>(
         &self,
-        tar: &mut TarWriter<Buffered<W>>,
+        tar: &mut TarWriter<std::io::BufWriter<W>>,
         blob: &str,
     ) -> Result<(), ImageError> {
         let path = self.layout.blob_path(blob);

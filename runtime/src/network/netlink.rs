@@ -179,17 +179,13 @@ impl Netlink {
             }
             let mut rest = &buf[..n as usize];
             while rest.len() >= 16 {
-                let len = u32::from_ne_bytes(rest[0..4].try_into().expect("4 bytes")) as usize;
-                let kind = u16::from_ne_bytes(rest[4..6].try_into().expect("2 bytes"));
-                let seq = u32::from_ne_bytes(rest[8..12].try_into().expect("4 bytes"));
-                if len < 16 || len > rest.len() {
+                let Some((kind, seq, payload, next)) = next_message(rest) else {
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidData,
                         "bad netlink reply",
                     ));
-                }
-                let payload = &rest[16..len];
-                rest = &rest[align(len).min(rest.len())..];
+                };
+                rest = next;
                 if seq != self.seq {
                     continue;
                 }
@@ -404,22 +400,36 @@ impl LinkEvents {
 
 /// Whether a batch of netlink messages holds an RTM_DELLINK of link `index`.
 fn deleted_in(mut batch: &[u8], index: i32) -> bool {
-    while batch.len() >= 16 {
-        let len = u32::from_ne_bytes(batch[0..4].try_into().expect("4 bytes")) as usize;
-        let kind = u16::from_ne_bytes(batch[4..6].try_into().expect("2 bytes"));
-        if len < 16 || len > batch.len() {
-            return false;
-        }
-        let payload = &batch[16..len];
+    while let Some((kind, _, payload, rest)) = next_message(batch) {
         if kind == RTM_DELLINK
             && payload.len() >= 8
             && i32::from_ne_bytes(payload[4..8].try_into().expect("4 bytes")) == index
         {
             return true;
         }
-        batch = &batch[align(len).min(batch.len())..];
+        batch = rest;
     }
     false
+}
+
+/// The first message of a batch — (type, sequence number, payload) — and the rest of the
+/// batch; `None` when no well-formed message starts it.
+fn next_message(batch: &[u8]) -> Option<(u16, u32, &[u8], &[u8])> {
+    if batch.len() < 16 {
+        return None;
+    }
+    let len = u32::from_ne_bytes(batch[0..4].try_into().expect("4 bytes")) as usize;
+    let kind = u16::from_ne_bytes(batch[4..6].try_into().expect("2 bytes"));
+    let seq = u32::from_ne_bytes(batch[8..12].try_into().expect("4 bytes"));
+    if len < 16 || len > batch.len() {
+        return None;
+    }
+    Some((
+        kind,
+        seq,
+        &batch[16..len],
+        &batch[align(len).min(batch.len())..],
+    ))
 }
 
 fn align(len: usize) -> usize {
