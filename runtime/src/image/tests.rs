@@ -382,6 +382,23 @@ fn paths_with_and_without_dot_slash_long_names_and_pax() {
 }
 
 #[test]
+fn modes_are_exact_whatever_the_umask() {
+    // Files are created with their final permission bits where the umask allows it; the
+    // rest (group/other write, setuid/setgid/sticky, nothing at all) must still be exact.
+    let f = Fixture::new();
+    let mut tar = Tar::new();
+    let modes = [0o644, 0o666, 0o777, 0o000, 0o2755, 0o6711, 0o1644, 0o400];
+    for (i, m) in modes.iter().enumerate() {
+        tar.file(&format!("f{i}"), b"x", *m);
+    }
+    let image = f.import(&tar.finish(), None).unwrap();
+    let layer = &image.layers[0];
+    for (i, m) in modes.iter().enumerate() {
+        assert_eq!(mode(&layer.join(format!("f{i}"))), *m, "mode {m:o}");
+    }
+}
+
+#[test]
 fn later_entries_replace_earlier_ones() {
     let f = Fixture::new();
     let mut tar = Tar::new();
@@ -504,6 +521,15 @@ fn refuses_entries_that_escape_the_layer() {
             Box::new(|t| {
                 t.symlink("evil", &sentinel_dir)
                     .raw(Spec::new("evil/fifo", EntryType::Fifo));
+            }),
+        ),
+        (
+            "directory replaced by a symlink between two of its files",
+            Box::new(|t| {
+                t.dir("d/", 0o755)
+                    .file("d/first", b"x", 0o644)
+                    .symlink("d", &sentinel_dir)
+                    .file("d/pwned", b"x", 0o644);
             }),
         ),
         (

@@ -37,6 +37,7 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use tar::EntryType;
 
 /// Unpacks the entries of one archive into a fresh layer directory.
@@ -49,7 +50,63 @@ pub(crate) struct Unpacker {
     entries: u64,
     /// Without root, ownership, device nodes and privileged xattrs are best effort.
     privileged: bool,
+    /// What a freshly created entry already has, so the calls that would set it again are
+    /// skipped (a layer has thousands of files; each call is a syscall).
+    fresh: Fresh,
+    /// The last parent directory opened, reused while entries stay in one directory. Only
+    /// this unpacker changes the tree, and every removal goes through `clear()`, which forgets
+    /// it: the fd then still names the directory that the path resolves to.
+    last_parent: Option<(PathBuf, Arc<OwnedFd>)>,
     buf: Vec<u8>,
+}
+
+/// The owner and permission bits the kernel gives a file this process creates.
+struct Fresh {
+    uid: u32,
+    gid: u32,
+    /// False when the layer root is set-group-ID: new entries would take its group instead.
+    gid_known: bool,
+    /// None when it cannot be read: every mode is then set explicitly.
+    umask: Option<u32>,
+}
+
+impl Fresh {
+    fn of(root: BorrowedFd) -> Result<Fresh, Errno> {
+        let root_mode = fstat(root)?.st_mode;
+        Ok(Fresh {
+            uid: nix::unistd::geteuid().as_raw(),
+            gid: nix::unistd::getegid().as_raw(),
+            gid_known: root_mode & libc::S_ISGID == 0,
+            umask: current_umask(),
+        })
+    }
+
+    /// Whether a new entry must be chowned to get the archive's owner.
+    fn needs_owner(&self, meta: &Meta) -> bool {
+        meta.uid != self.uid || meta.gid != self.gid || !self.gid_known
+    }
+
+    /// The mode to create a regular file with, and whether it must still be chmod-ed:
+    /// special bits never come from creation (a chown would clear them), nor do bits the
+    /// umask takes away.
+    fn file_mode(&self, meta: &Meta) -> (Mode, bool) {
+        let wanted = meta.mode & 0o7777;
+        match self.umask {
+            Some(umask) => {
+                let created = wanted & 0o777 & !umask;
+                (Mode::from_bits_truncate(created), created != wanted)
+            }
+            None => (Mode::from_bits_truncate(0o600), true),
+        }
+    }
+}
+
+/// The process umask, from /proc/self/status: umask(2) can only read it by changing it,
+/// which would race with other threads creating files.
+fn current_umask() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+    u32::from_str_radix(line.trim(), 8).ok()
 }
 
 /// What a tar header says about an entry's metadata.
@@ -76,12 +133,18 @@ impl Unpacker {
             context: format!("cannot open layer directory {}", layer_dir.display()),
             source: e.into(),
         })?;
+        let fresh = Fresh::of(root.as_fd()).map_err(|e| ImageError::Io {
+            context: format!("cannot inspect layer directory {}", layer_dir.display()),
+            source: e.into(),
+        })?;
         Ok(Unpacker {
             root,
             dirs: HashMap::new(),
             size: 0,
             entries: 0,
             privileged: nix::unistd::geteuid().is_root(),
+            fresh,
+            last_parent: None,
             buf: vec![0; 128 * 1024],
         })
     }
@@ -179,8 +242,8 @@ impl Unpacker {
     }
 
     /// Applies the deferred directory metadata, deepest first; returns the content size.
-    pub(crate) fn finish(self) -> Result<u64, ImageError> {
-        let mut dirs: Vec<(PathBuf, Meta)> = self.dirs.into_iter().collect();
+    pub(crate) fn finish(mut self) -> Result<u64, ImageError> {
+        let mut dirs: Vec<(PathBuf, Meta)> = std::mem::take(&mut self.dirs).into_iter().collect();
         dirs.sort_by_key(|(path, _)| std::cmp::Reverse(path.components().count()));
         for (path, meta) in dirs {
             let shown = path.to_string_lossy();
@@ -191,7 +254,8 @@ impl Unpacker {
                 Err(Errno::ENOENT | Errno::ENOTDIR | Errno::ELOOP) => continue,
                 Err(e) => return Err(resolve_error(e, &shown)),
             };
-            apply_to_fd(fd.as_fd(), &meta, self.privileged, &shown)?;
+            // Created owner-only (0700) by directory() or 0755 by parent_dir().
+            self.apply_to_fd(fd.as_fd(), &meta, true, &shown)?;
         }
         Ok(self.size)
     }
@@ -251,14 +315,22 @@ impl Unpacker {
     fn directory(&mut self, path: PathBuf, meta: Meta, shown: Shown) -> Result<(), ImageError> {
         if let Some(name) = path.file_name().map(OsStr::to_os_string) {
             let parent = self.parent_dir(&path, shown)?;
-            if !self.clear(parent.as_fd(), &name, &path, true, shown)? {
-                // Owner-only until finish() applies the archive's mode.
+            // Owner-only until finish() applies the archive's mode.
+            let mkdir = || {
                 mkdirat(
                     parent.as_fd(),
                     name.as_os_str(),
                     Mode::from_bits_truncate(0o700),
                 )
-                .map_err(fs_error("create directory", shown))?;
+            };
+            match mkdir() {
+                Ok(()) => {}
+                Err(Errno::EEXIST) => {
+                    if !self.clear(parent.as_fd(), &name, &path, true, shown)? {
+                        mkdir().map_err(fs_error("create directory", shown))?;
+                    }
+                }
+                Err(e) => return Err(fs_error("create directory", shown)(e)),
             }
         }
         // A repeated directory entry updates the metadata: the last one wins.
@@ -275,14 +347,14 @@ impl Unpacker {
         meta: &Meta,
         shown: Shown,
     ) -> Result<(), ImageError> {
-        self.clear(parent, name, path, false, shown)?;
-        let fd = openat(
-            parent,
-            name,
-            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            Mode::from_bits_truncate(0o600),
-        )
-        .map_err(fs_error("create file", shown))?;
+        let (mode, chmod) = self.fresh.file_mode(meta);
+        let flags =
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let fd = self
+            .create_at(parent, name, path, shown, || {
+                openat(parent, name, flags, mode)
+            })?
+            .map_err(fs_error("create file", shown))?;
         let mut file = File::from(fd);
         let mut written: u64 = 0;
         loop {
@@ -304,7 +376,7 @@ impl Unpacker {
             )));
         }
         self.size += written;
-        apply_to_fd(file.as_fd(), meta, self.privileged, shown)
+        self.apply_to_fd(file.as_fd(), meta, chmod, shown)
     }
 
     fn symlink(
@@ -316,10 +388,11 @@ impl Unpacker {
         meta: &Meta,
         shown: Shown,
     ) -> Result<(), ImageError> {
-        self.clear(parent, name, path, false, shown)?;
         // The target is data for the container's view of its rootfs; it is never followed here.
-        symlinkat(OsStr::from_bytes(target), parent, name)
-            .map_err(fs_error("create symlink", shown))?;
+        self.create_at(parent, name, path, shown, || {
+            symlinkat(OsStr::from_bytes(target), parent, name)
+        })?
+        .map_err(fs_error("create symlink", shown))?;
         self.apply_at(parent, name, meta, false, shown)
     }
 
@@ -393,8 +466,8 @@ impl Unpacker {
         meta: &Meta,
         shown: Shown,
     ) -> Result<(), ImageError> {
-        self.clear(parent, name, path, false, shown)?;
-        match mknodat(parent, name, kind, Mode::from_bits_truncate(0o600), dev) {
+        let mknod = || mknodat(parent, name, kind, Mode::from_bits_truncate(0o600), dev);
+        match self.create_at(parent, name, path, shown, mknod)? {
             Ok(()) => {}
             Err(Errno::EPERM) if !self.privileged && kind != SFlag::S_IFIFO => {
                 log::warn!("skipping device node {shown:?}: creating devices needs root");
@@ -414,15 +487,17 @@ impl Unpacker {
         chmod: bool,
         shown: Shown,
     ) -> Result<(), ImageError> {
-        let owner = fchownat(
-            parent,
-            name,
-            Some(Uid::from_raw(meta.uid)),
-            Some(Gid::from_raw(meta.gid)),
-            AtFlags::AT_SYMLINK_NOFOLLOW,
-        );
-        tolerate_unprivileged(owner, self.privileged)
-            .map_err(fs_error("change owner of", shown))?;
+        if self.fresh.needs_owner(meta) {
+            let owner = fchownat(
+                parent,
+                name,
+                Some(Uid::from_raw(meta.uid)),
+                Some(Gid::from_raw(meta.gid)),
+                AtFlags::AT_SYMLINK_NOFOLLOW,
+            );
+            tolerate_unprivileged(owner, self.privileged)
+                .map_err(fs_error("change owner of", shown))?;
+        }
         if chmod {
             // The name was created by us a moment ago in a private staging tree, and it is not
             // a symlink, so following is harmless (AT_SYMLINK_NOFOLLOW is unsupported here).
@@ -477,6 +552,9 @@ impl Unpacker {
             Err(Errno::ENOENT) => return Ok(false),
             Err(e) => return Err(fs_error("inspect", shown)(e)),
         };
+        if !(keep_dir && is_dir(&stat)) {
+            self.last_parent = None;
+        }
         if !is_dir(&stat) {
             unlinkat(parent, name, UnlinkatFlags::NoRemoveDir)
                 .map_err(fs_error("replace", shown))?;
@@ -492,10 +570,41 @@ impl Unpacker {
         Ok(false)
     }
 
-    /// Opens the parent directory of `path` beneath the root, creating missing directories
-    /// (archives may omit them) with mode 0755 as tar does.
-    fn parent_dir(&self, path: &Path, shown: Shown) -> Result<OwnedFd, ImageError> {
+    /// Creates an entry with `make`; when the name is taken, clears it (see [`Self::clear`])
+    /// and tries once more. Trying first saves a lookup per entry in the common case.
+    fn create_at<T>(
+        &mut self,
+        parent: BorrowedFd,
+        name: &OsStr,
+        path: &Path,
+        shown: Shown,
+        make: impl Fn() -> nix::Result<T>,
+    ) -> Result<nix::Result<T>, ImageError> {
+        match make() {
+            Err(Errno::EEXIST) => {
+                self.clear(parent, name, path, false, shown)?;
+                Ok(make())
+            }
+            other => Ok(other),
+        }
+    }
+
+    /// The parent directory of `path` beneath the root (see `last_parent`).
+    fn parent_dir(&mut self, path: &Path, shown: Shown) -> Result<Arc<OwnedFd>, ImageError> {
         let parent = path.parent().unwrap_or(Path::new(""));
+        if let Some((last, fd)) = &self.last_parent {
+            if last == parent {
+                return Ok(Arc::clone(fd));
+            }
+        }
+        let fd = Arc::new(self.open_parent(parent, shown)?);
+        self.last_parent = Some((parent.to_path_buf(), Arc::clone(&fd)));
+        Ok(fd)
+    }
+
+    /// Opens `parent` beneath the root, creating missing directories (archives may omit
+    /// them) with mode 0755 as tar does.
+    fn open_parent(&self, parent: &Path, shown: Shown) -> Result<OwnedFd, ImageError> {
         let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
         match open_beneath(self.root.as_fd(), parent, flags) {
             Ok(fd) => return Ok(fd),
@@ -626,21 +735,39 @@ fn parse_pax_time(value: &str) -> Option<TimeSpec> {
     Some(TimeSpec::new(secs, nanos))
 }
 
-/// Owner, then mode (chown clears setuid bits), then xattrs (chown drops
-/// security.capability), then times (last, as everything before may touch them).
-fn apply_to_fd(
+impl Unpacker {
+    /// Owner, then mode (chown clears setuid bits), then xattrs (chown drops
+    /// security.capability), then times (last, as everything before may touch them). Owner
+    /// and mode are left alone where creation already gave them (`chmod` false: the mode).
+    fn apply_to_fd(
+        &self,
+        fd: BorrowedFd,
+        meta: &Meta,
+        chmod: bool,
+        shown: Shown,
+    ) -> Result<(), ImageError> {
+        if self.fresh.needs_owner(meta) {
+            let owner = nix::unistd::fchown(
+                fd,
+                Some(Uid::from_raw(meta.uid)),
+                Some(Gid::from_raw(meta.gid)),
+            );
+            tolerate_unprivileged(owner, self.privileged)
+                .map_err(fs_error("change owner of", shown))?;
+        }
+        if chmod {
+            fchmod(fd, mode_of(meta)).map_err(fs_error("change mode of", shown))?;
+        }
+        set_xattrs_and_times(fd, meta, self.privileged, shown)
+    }
+}
+
+fn set_xattrs_and_times(
     fd: BorrowedFd,
     meta: &Meta,
     privileged: bool,
     shown: Shown,
 ) -> Result<(), ImageError> {
-    let owner = nix::unistd::fchown(
-        fd,
-        Some(Uid::from_raw(meta.uid)),
-        Some(Gid::from_raw(meta.gid)),
-    );
-    tolerate_unprivileged(owner, privileged).map_err(fs_error("change owner of", shown))?;
-    fchmod(fd, mode_of(meta)).map_err(fs_error("change mode of", shown))?;
     for (key, value) in &meta.xattrs {
         // SAFETY: the key is NUL-terminated and the value slice is valid for its length.
         let rc = unsafe {
