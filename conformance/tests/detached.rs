@@ -826,6 +826,49 @@ fn wait_prints_exit_codes() {
     ct.finish();
 }
 
+/// `wait` on containers that are removed while it waits: a `--rm` container that exits (its
+/// supervisor removes it) and a running one removed with `rm -f`. With no daemon to remember
+/// the code, carton must still print the real one (3; 137 for the SIGKILL of `rm -f`).
+#[test]
+fn wait_prints_the_exit_code_of_a_removed_container() {
+    let Some(ct) = fixture() else { return };
+    let hs = ct.handshake();
+    let script = format!("{SYNC_SH} w go; exit 3");
+    ct.run_detached([
+        "--rm",
+        "--name",
+        "gone",
+        "-v",
+        &hs.volume(),
+        "busybox",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    ct.run_detached(["--name", "removed", "busybox", "sleep", "100"]);
+
+    let mut waiting_gone = ct.cmd().args(["wait", "gone"]).spawn();
+    let mut waiting_removed = ct.cmd().args(["wait", "removed"]).spawn();
+    // Both must be waiting (registered) before the containers go.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        waiting_gone.try_wait().is_none() && waiting_removed.try_wait().is_none(),
+        "`wait` returned while the containers still run"
+    );
+    hs.release("go");
+    waiting_gone.assert().success().stdout("3\n");
+    ct.cmd().args(["rm", "-f", "removed"]).assert().success();
+    waiting_removed.assert().success().stdout("137\n");
+
+    let listed = ct.cmd().args(["ps", "-a", "-q"]).assert().success();
+    let listed = String::from_utf8_lossy(&listed.get_output().stdout).into_owned();
+    assert!(
+        listed.trim().is_empty(),
+        "both containers are gone: {listed}"
+    );
+    ct.finish();
+}
+
 /// `inspect` of a running detached container: identity, State, Config, HostConfig, Mounts,
 /// NetworkSettings, LogPath; and State after it stopped.
 #[test]

@@ -89,12 +89,19 @@ pub fn start(states: &StateStore, reference: &str) -> Result<(), ContainerError>
 
 /// `wait`: blocks until the container is not running; returns its exit code.
 pub fn wait(states: &StateStore, reference: &str) -> Result<i32, ContainerError> {
-    let record = states.resolve(reference)?;
+    // Registered under the lock its removers take: a `--rm` container that goes away while we
+    // wait leaves its exit code in our waiter file.
+    let (record, waiter) = {
+        let _lock = states.global_lock()?;
+        let record = states.resolve(reference)?;
+        let waiter = states.register_waiter(&record.id)?;
+        (record, waiter)
+    };
+    let removed = || waiter.exit_code().unwrap_or(255);
     loop {
         let current = match states.load(&record.id) {
             Ok(r) => r,
-            // Removed meanwhile (`--rm`): docker reports the code it saw; carton knows none.
-            Err(crate::state::StateError::NotFound(_)) => return Ok(record.exit_code.unwrap_or(0)),
+            Err(crate::state::StateError::NotFound(_)) => return Ok(removed()),
             Err(e) => return Err(e.into()),
         };
         if current.status != Status::Running {
@@ -102,8 +109,11 @@ pub fn wait(states: &StateStore, reference: &str) -> Result<i32, ContainerError>
         }
         if !current.process_alive() {
             settle(states, &current)?;
-            let done = states.load(&record.id)?;
-            return Ok(done.exit_code.unwrap_or(255));
+            return match states.load(&record.id) {
+                Ok(done) => Ok(done.exit_code.unwrap_or(255)),
+                Err(crate::state::StateError::NotFound(_)) => Ok(removed()),
+                Err(e) => Err(e.into()),
+            };
         }
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -108,6 +108,9 @@ pub fn remove(states: &StateStore, reference: &str, force: bool) -> Result<(), C
     remove_cgroup(&record.id)?;
     crate::network::detach_all(states.root(), &record.id)?;
     let _lock = states.global_lock()?;
+    if let Ok(Some(code)) = states.load(&record.id).map(|r| r.exit_code) {
+        states.tell_waiters(&record.id, code);
+    }
     states.remove_dir(&record.id)?;
     Ok(())
 }

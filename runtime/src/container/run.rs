@@ -398,6 +398,8 @@ fn finalize(
     let cleanup = cgroup.map(|c| c.destroy()).transpose();
     disconnect(states, record, veth);
     if record.auto_remove {
+        let _lock = states.global_lock()?;
+        states.tell_waiters(&record.id, code);
         states.remove_dir(&record.id)?;
     } else {
         let _ = states.update(&record.id, |r| {

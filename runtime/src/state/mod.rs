@@ -5,6 +5,7 @@
 //! containers/<id>/state.json   the record (this module)
 //! containers/<id>/config.json  the OCI spec (written by `container`)
 //! locks/global.lock            names, image references, image-in-use decisions
+//! waiters/<id>.<pid>           a `wait` for a container that may remove itself (waiters.rs)
 //! ```
 
 mod atomic;
@@ -12,6 +13,7 @@ mod lock;
 mod names;
 mod record;
 mod time;
+mod waiters;
 
 pub use atomic::{
     Durability, write_atomic, write_atomic_with, write_json_atomic, write_json_atomic_with,
@@ -20,6 +22,7 @@ pub use lock::LockGuard;
 pub use names::{generate_name, validate_name};
 pub use record::{ContainerRecord, Status, process_start_time};
 pub use time::Timestamp;
+pub use waiters::Waiter;
 
 use std::fs;
 use std::io;
