@@ -74,7 +74,7 @@ pub const CPU_STAT: File = File {
 
 /// Where the v1 hierarchy holding `controller` is mounted on the host (co-mounted controllers
 /// such as `cpu,cpuacct` included).
-fn v1_mount(controller: &str) -> Option<PathBuf> {
+pub fn v1_mount(controller: &str) -> Option<PathBuf> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     info.lines().find_map(|line| {
         let (left, right) = line.split_once(" - ")?;

@@ -212,6 +212,12 @@ pub fn skip(reason: &str) {
     eprintln!("SKIP: {reason}");
 }
 
+/// Prints `SKIP: reason` and never panics: for a case that cannot apply to this kernel or
+/// layout at all (nothing is missing that CI could install), unlike [`skip`].
+pub fn not_applicable(reason: &str) {
+    eprintln!("SKIP: not applicable here: {reason}");
+}
+
 /// The first prerequisite of the whole suite that this machine lacks, if any.
 pub fn unmet_prerequisite() -> Option<String> {
     if !nix::unistd::geteuid().is_root() {

@@ -597,3 +597,53 @@ fn bad_limits_are_refused(#[case] flags: &[&str], #[case] named: &str) {
     );
     ct.finish();
 }
+
+/// A limit whose controller the host lacks is refused up front, with the controller named,
+/// and leaves no container behind (no id is even reserved, so no cgroup can exist). The host "lacks" pids here because carton
+/// runs in a private mount namespace where the v1 pids hierarchy is unmounted.
+#[test]
+fn a_limit_without_its_controller_is_refused_before_anything_is_made() {
+    let Some(ct) = Carton::with_busybox() else {
+        return;
+    };
+    let Some(pids) = (cgroup::version() == Some(cgroup::Version::V1))
+        .then(|| cgroup::v1_mount("pids"))
+        .flatten()
+    else {
+        conformance::not_applicable(
+            "needs a v1 pids hierarchy: a cgroup2 controller cannot be hidden from one process",
+        );
+        return;
+    };
+    let out = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(r#"umount -l "$0" && shift && exec "$@""#)
+        .arg(&pids)
+        .arg("--")
+        .arg(ct.bin())
+        .arg("--root")
+        .arg(ct.root())
+        .args([
+            "run",
+            "--network",
+            "none",
+            "--pids-limit",
+            "10",
+            "busybox",
+            "true",
+        ])
+        .output()
+        .expect("run unshare");
+    assert_eq!(out.status.code(), Some(EXIT_CARTON_ERROR), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("pids cgroup controller is not available"),
+        "{stderr}"
+    );
+    assert!(ct.container_ids().is_empty(), "a container was created");
+    assert!(
+        ct.container_dirs().is_empty(),
+        "a container dir was created"
+    );
+    ct.finish();
+}

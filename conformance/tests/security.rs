@@ -23,7 +23,9 @@ use conformance::security::{
     capability_mask, carton_cgroup_ids, host_root_names, output_with_inherited_fd,
     probes_supported, readable_block_devices, status_field,
 };
-use conformance::{Carton, CartonCmd, DEADLINE, EXIT_CARTON_ERROR, Snapshot, host, lines, skip};
+use conformance::{
+    Carton, CartonCmd, DEADLINE, EXIT_CARTON_ERROR, Snapshot, host, lines, not_applicable, skip,
+};
 use rstest::rstest;
 
 // ---------------------------------------------------------------------------------------------
@@ -627,12 +629,16 @@ fn seccomp_refuses_what_the_weakened_run_reaches(#[case] probe: Probe) {
         && std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
             .is_ok_and(|v| v.trim() != "0")
     {
-        skip("io_uring is disabled on this host (kernel.io_uring_disabled): nothing to reach");
+        not_applicable(
+            "io_uring is disabled on this host (kernel.io_uring_disabled): nothing to reach",
+        );
         return;
     }
     if matches!(probe, Probe::SocketVsock) && Path::new("/proc/modules").exists() {
         // The weakened run could make the host autoload the vsock modules.
-        skip("this kernel loads modules on demand: socket(AF_VSOCK) might load one on the host");
+        not_applicable(
+            "this kernel loads modules on demand: socket(AF_VSOCK) might load one on the host",
+        );
         return;
     }
     let Some(ct) = fixture() else { return };

@@ -154,14 +154,50 @@ fn relative_path(path: &str) -> Result<PathBuf, CgroupError> {
 }
 
 /// Whether the host can limit swap (v1: swap accounting files; v2: the swap controller
-/// interface of the memory controller).
+/// interface of the memory controller, which only non-root cgroups show, and only when swap
+/// accounting is on).
 pub fn supports_swap_limit(layout: &Layout) -> bool {
     match layout {
         Layout::V1 { hierarchies, .. } => hierarchies
             .iter()
             .find(|h| h.has("memory"))
             .is_some_and(|h| h.mount_point.join("memory.memsw.limit_in_bytes").exists()),
-        Layout::V2 { .. } => std::path::Path::new("/proc/swaps").exists(),
+        Layout::V2 { mount_point } => {
+            let own = std::fs::read_to_string("/proc/self/cgroup")
+                .ok()
+                .and_then(|text| v2_own_path(&text))
+                .map(|relative| mount_point.join(relative));
+            // The root cgroup has no memory.swap.max: look at a child of it instead.
+            let children = std::fs::read_dir(mount_point)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path());
+            own.into_iter()
+                .chain(children)
+                .filter(|dir| dir != mount_point && dir.is_dir())
+                .any(|dir| dir.join("memory.swap.max").exists())
+        }
+        Layout::None => false,
+    }
+}
+
+/// This process's cgroup below the cgroup2 root, from /proc/self/cgroup's `0::/path` line.
+fn v2_own_path(proc_self_cgroup: &str) -> Option<PathBuf> {
+    let path = proc_self_cgroup
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))?;
+    Some(PathBuf::from(path.trim().trim_start_matches('/')))
+}
+
+/// Whether the host offers `controller` (a v1 hierarchy has it, or the v2 root lists it).
+pub fn has_controller(layout: &Layout, controller: &str) -> bool {
+    match layout {
+        Layout::V1 { hierarchies, .. } => hierarchies.iter().any(|h| h.has(controller)),
+        Layout::V2 { mount_point } => {
+            std::fs::read_to_string(mount_point.join("cgroup.controllers"))
+                .is_ok_and(|c| c.split_whitespace().any(|x| x == controller))
+        }
         Layout::None => false,
     }
 }
@@ -174,6 +210,18 @@ pub fn host_has_swap() -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn own_v2_cgroup_is_read_from_proc_self_cgroup() {
+        let hybrid =
+            "12:pids:/user.slice\n1:name=systemd:/user.slice\n0::/user.slice/session-1.scope\n";
+        assert_eq!(
+            v2_own_path(hybrid),
+            Some(PathBuf::from("user.slice/session-1.scope"))
+        );
+        assert_eq!(v2_own_path("0::/\n"), Some(PathBuf::new()));
+        assert_eq!(v2_own_path("3:cpu:/x\n"), None);
+    }
 
     #[test]
     fn paths_stay_inside_the_hierarchy() {

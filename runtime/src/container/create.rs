@@ -107,6 +107,15 @@ pub fn create(states: &StateStore, request: &CreateRequest) -> Result<Created, C
     if layout == Layout::None && !request.resources.is_empty() {
         return Err(cgroups::CgroupError::NoCgroups.into());
     }
+    // Refused before anything is stored: a limit the host cannot apply leaves no container.
+    if let Some(missing) = request
+        .resources
+        .needed_controllers()
+        .into_iter()
+        .find(|c| !cgroups::has_controller(&layout, c))
+    {
+        return Err(cgroups::CgroupError::MissingController(missing.to_string()).into());
+    }
     for volume in &request.volumes {
         // docker creates a missing host directory for a bind mount; an existing file or
         // directory is used as it is.
