@@ -39,7 +39,9 @@ pub fn run(cgroup: CgroupArg, keep: bool, filter: &[OsString]) -> Result<()> {
     }
     let dir = util::target_dir().join("vm/vagrant");
     std::fs::create_dir_all(&dir)?;
-    let mut test = String::from("cd /vagrant && cargo xtask test");
+    // As in CI: a scenario whose prerequisite is missing fails instead of passing as a skip,
+    // so the tier never reports a pass for scenarios that did not run.
+    let mut test = String::from("cd /vagrant && CARTON_CONFORMANCE_NO_SKIP=1 cargo xtask test");
     if !filter.is_empty() {
         test.push_str(" --");
         for f in filter {
