@@ -119,6 +119,22 @@ fn namespace_differs_from_the_host(#[case] ns: &str) {
         host::ns_link(ns),
         "the container shares the host's {ns} namespace"
     );
+    if ns == "net" {
+        // carton runs in the scenario's own network namespace (which plays the host): that is
+        // the one a container must not share, with a bridge or with --network none.
+        let host_like = ct.netns().id();
+        assert_ne!(
+            inside, host_like,
+            "the container shares the scenario host's netns"
+        );
+        let none = ct.run_ok(["--network", "none", "busybox", "readlink", &path]);
+        assert_ne!(
+            none.trim(),
+            host_like,
+            "--network none shares the scenario host's netns"
+        );
+        assert!(none.trim().starts_with("net:["), "{none:?}");
+    }
     ct.finish();
 }
 

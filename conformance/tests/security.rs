@@ -1128,9 +1128,8 @@ fn pick_block_device() -> Option<BlockDevice> {
 
 /// `mknod` of a disk device works (CAP_MKNOD is a default capability) but opening it must be
 /// refused by the device allow-list (devices cgroup on v1, an eBPF program on v2). The weakened
-/// run (--privileged) opens it and reads one byte.
-///
-/// EXPECTED TO FAIL until the device allow-list is implemented.
+/// run (--privileged) opens it and reads one byte. This follows docker (mknod allowed, the
+/// open refused), which is the decision recorded in ARCHITECTURE.md's security section.
 #[test]
 fn disk_device_node_cannot_be_opened_by_default() {
     let Some(dev) = pick_block_device() else {
@@ -1195,8 +1194,8 @@ fn device_flag_creates_a_working_node() {
     ct.finish();
 }
 
-/// A device given with `--device HOST:CTR:r` is usable for reading (so the allow-list, once
-/// there, must let it through).
+/// A device given with `--device HOST:CTR:r` is usable for reading: the allow-list lets
+/// exactly that device through.
 #[test]
 fn device_flag_makes_a_block_device_readable() {
     let Some(dev) = pick_block_device() else {
