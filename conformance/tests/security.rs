@@ -1522,7 +1522,37 @@ done
 s stopped
 "#;
 
-/// One attack of the [`EXE_SCANNER`].
+/// CVE-2019-5736 itself, for containers that may open the exe (CAP_SYS_PTRACE): every new
+/// process whose comm is `$TARGET` has its /proc/<pid>/exe opened for reading and held as fd
+/// 3; then, for up to 4 s (the carton `exec` on the host still runs that file, so the kernel
+/// answers "Text file busy" until it exits), the held file is reopened read-write through
+/// /proc/self/fd/3 and the scanner writes to it. One line per attack: `pid=P write=[what the
+/// rewrite gave] read=[the file fd 3 is]`.
+const EXE_REWRITER: &str = r#"
+seen=" 1 "
+s ready
+while [ ! -e /sync/stop ]; do
+  for d in /proc/[0-9]*; do
+    p=${d#/proc/}
+    case "$seen" in *" $p "*) continue;; esac
+    seen="$seen$p "
+    read c < $d/comm 2>/dev/null || continue
+    [ "$c" = "$TARGET" ] || continue
+    exec 3<$d/exe 2>/dev/null || continue
+    r=$(readlink /proc/self/fd/3)
+    w=busy; t=0
+    while [ $t -lt 200 ]; do
+      w=$( { exec 4<>/proc/self/fd/3 && printf CVE-2019-5736 >&4; } 2>&1 && echo rewritten )
+      case "$w" in *busy*) t=$((t+1)); sleep 0.02;; *) break;; esac
+    done
+    exec 3<&-
+    echo "pid=$p write=[$w] read=[$r]" >> /sync/log
+  done
+done
+s stopped
+"#;
+
+/// One attack of the [`EXE_SCANNER`] or [`EXE_REWRITER`].
 #[derive(Debug)]
 struct ExeAttack {
     line: String,
@@ -1548,6 +1578,7 @@ fn parse_exe_attack(line: &str) -> Option<ExeAttack> {
 /// returns the attacks. The copy's bytes must be unchanged afterwards.
 fn scan_exec_children(
     ct: &Carton,
+    scanner: &str,
     flags: &[&str],
     mode: &str,
     useful: impl Fn(&ExeAttack) -> bool,
@@ -1556,7 +1587,7 @@ fn scan_exec_children(
     std::fs::copy(ct.bin(), &copy).unwrap();
     let hash = host::sha256_file(&copy);
     let hs = ct.handshake();
-    let script = format!("{SYNC_SH} {EXE_SCANNER}");
+    let script = format!("{SYNC_SH} {scanner}");
     let mode_env = format!("MODE={mode}");
     let volume = hs.volume();
     let mut args: Vec<&str> = vec![
@@ -1625,15 +1656,22 @@ fn scan_exec_children(
 #[test]
 fn exec_child_exe_is_reachable_with_ptrace_capability() {
     let Some(ct) = fixture() else { return };
-    let attacks = scan_exec_children(&ct, &["--privileged"], "read", |a| {
-        a.read.ends_with("/cartonexe")
+    let attacks = scan_exec_children(&ct, EXE_SCANNER, &["--privileged"], "read", |a| {
+        opened_carton_exe(&a.read)
     });
     assert!(
-        attacks.iter().any(|a| a.read.ends_with("/cartonexe")),
+        attacks.iter().any(|a| opened_carton_exe(&a.read)),
         "even --privileged cannot open /proc/<pid>/exe of the exec'd carton child: the \
          default-container test would prove nothing\n{attacks:#?}"
     );
     ct.finish();
+}
+
+/// Whether a scanner's read of /proc/<pid>/exe opened carton's binary: the copy itself
+/// (`…/cartonexe`), the read-only bind mount `exec` re-runs from (a detached mount's only
+/// file, shown as `/`), or the sealed memfd (`/memfd:carton (deleted)`).
+fn opened_carton_exe(read: &str) -> bool {
+    read.ends_with("/cartonexe") || read == "/" || read.starts_with("/memfd:carton")
 }
 
 /// A default container's process cannot open the exec'd carton child's /proc/<pid>/exe, for
@@ -1644,7 +1682,9 @@ fn exec_child_exe_is_reachable_with_ptrace_capability() {
 #[test]
 fn exec_child_exe_cannot_be_opened_from_the_container() {
     let Some(ct) = fixture() else { return };
-    let attacks = scan_exec_children(&ct, &[], "write", |a| a.read.contains("Permission denied"));
+    let attacks = scan_exec_children(&ct, EXE_SCANNER, &[], "write", |a| {
+        a.read.contains("Permission denied")
+    });
     let mut aimed = 0;
     for attack in &attacks {
         if attack.read.contains("Permission denied") {
@@ -1672,6 +1712,39 @@ fn exec_child_exe_cannot_be_opened_from_the_container() {
     eprintln!(
         "{} attacks on exec'd carton children, {aimed} while still carton (EACCES)",
         attacks.len()
+    );
+    ct.finish();
+}
+
+/// A container that may open the exec'd carton child's exe (CAP_SYS_PTRACE) holds it and
+/// tries to rewrite it once carton has exited (CVE-2019-5736). `exec` runs from a copy of
+/// its binary that no reopen can write (a detached read-only bind mount, or a sealed memfd):
+/// every rewrite is refused, and the binary on the host keeps its bytes.
+#[rstest]
+#[case::cap_add_sys_ptrace(&["--cap-add", "SYS_PTRACE"])]
+#[case::privileged(&["--privileged"])]
+fn exec_child_exe_cannot_be_rewritten_with_ptrace_capability(#[case] flags: &[&str]) {
+    let Some(ct) = fixture() else { return };
+    let aimed = |a: &ExeAttack| opened_carton_exe(&a.read);
+    let attacks = scan_exec_children(&ct, EXE_REWRITER, flags, "rewrite", aimed);
+    let mut tested = 0;
+    for attack in attacks.iter().filter(|a| aimed(a)) {
+        tested += 1;
+        assert!(
+            !attack.write.contains("rewritten"),
+            "a container process rewrote carton's binary through /proc/<pid>/exe: {}",
+            attack.line
+        );
+        assert!(
+            attack.write.contains("Read-only file system")
+                || attack.write.contains("Operation not permitted"),
+            "the rewrite failed for another reason than a read-only or sealed binary: {}",
+            attack.line
+        );
+    }
+    assert!(
+        tested > 0,
+        "every attack raced with the child's execve; nothing was tested:\n{attacks:#?}"
     );
     ct.finish();
 }

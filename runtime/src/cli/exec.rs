@@ -35,6 +35,8 @@ pub struct ExecArgs {
 }
 
 pub fn exec(root: &Path, args: ExecArgs) -> anyhow::Result<i32> {
+    // The child enters the container's pid namespace before it execs the command.
+    crate::engine::sealed_exe::ensure()?;
     let lookup = |key: &str| std::env::var(key).ok();
     let mut env = Vec::new();
     for entry in &args.env {

@@ -21,6 +21,7 @@ mod mount_options;
 mod plan;
 mod process;
 mod rootfs;
+pub mod sealed_exe;
 pub mod seccomp;
 mod signals;
 mod stdio;

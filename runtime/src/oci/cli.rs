@@ -188,6 +188,10 @@ pub fn main() -> i32 {
 }
 
 fn dispatch(store: &Store, cli: &Cli) -> Result<i32, OciError> {
+    if matches!(cli.command, Command::Create(_) | Command::Exec { .. }) {
+        // Their processes wait or start inside the container still running carton's code.
+        crate::engine::sealed_exe::ensure()?;
+    }
     match &cli.command {
         Command::Create(f) => {
             create(store, &create_args(f, cli.systemd_cgroup))?;

@@ -41,6 +41,8 @@ pub enum OciError {
     Engine(#[from] crate::engine::EngineError),
     #[error(transparent)]
     Cgroup(#[from] crate::cgroups::CgroupError),
+    #[error(transparent)]
+    SealedExe(#[from] crate::engine::sealed_exe::SealedExeError),
     #[error("{context}: {source}")]
     Io { context: String, source: io::Error },
 }
