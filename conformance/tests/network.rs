@@ -2445,3 +2445,62 @@ fn host_port_taken_by_a_host_socket_is_refused(#[case] protocol: &str) {
     );
     finish(ct);
 }
+
+/// How a first `run` is made to fail at its attach, before any network exists.
+#[derive(Debug, Clone, Copy)]
+enum AttachRefusal {
+    /// The host port is held by a socket on the host.
+    HostSocket,
+    /// The container asks for the same host port twice.
+    SamePortTwice,
+}
+
+/// A refused first `run` on a fresh root (no container ever ran, so no network exists yet)
+/// leaves nothing behind: no default network record, no bridge `carton0`, and no rule, chain
+/// or jump of carton's in the firewall — the run failed before its network was needed.
+#[rstest]
+#[case::host_socket(AttachRefusal::HostSocket)]
+#[case::same_port_twice(AttachRefusal::SamePortTwice)]
+fn refused_first_run_creates_no_default_network(#[case] refusal: AttachRefusal) {
+    let Some(ct) = fixture() else { return };
+    let listener = ct.netns().run(|| TcpListener::bind("0.0.0.0:0")).unwrap();
+    let held = listener.local_addr().unwrap().port().to_string();
+    let (publish, port) = match refusal {
+        AttachRefusal::HostSocket => (vec!["-p".to_string(), format!("{held}:80")], held),
+        AttachRefusal::SamePortTwice => (
+            ["-p", "8081:80", "-p", "8081:81"]
+                .map(String::from)
+                .to_vec(),
+            "8081".to_string(),
+        ),
+    };
+    for detached in [false, true] {
+        let mut args = vec!["run"];
+        if detached {
+            args.push("-d");
+        }
+        args.extend(publish.iter().map(String::as_str));
+        args.extend(["busybox", "sh", "-c", IDLE_UNTIL_TERM]);
+        assert_refused(&ct, &args, &[&port]);
+
+        let record = ct.root().join("networks").join("bridge.json");
+        assert!(
+            !record.exists(),
+            "the refused run left the default network's record {}",
+            record.display()
+        );
+        assert_eq!(
+            host_link(&ct, "carton0"),
+            None,
+            "the refused run left bridge carton0"
+        );
+        let rules = iptables(&ct);
+        let ours = rules_mentioning(&rules, &["CARTON"]);
+        assert!(
+            ours.is_empty(),
+            "the refused run left carton's firewall: {ours:#?}"
+        );
+    }
+    drop(listener);
+    finish(ct);
+}

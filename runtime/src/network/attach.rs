@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::netlink::{LinkEvents, Netlink};
 use super::ports::{self, PortMapping, PortSpec};
-use super::store::{Draining, Endpoint, NetworkRecord, NetworkStore};
+use super::store::{Draining, Endpoint, NetworkRecord, NetworkStore, Origin};
 use super::{NetworkError, bridge, firewall};
 use crate::state::Timestamp;
 
@@ -35,6 +35,8 @@ pub struct Attachment {
 
 /// Reserves an address and the published ports for `container` on `network` (the default
 /// network is created on first use), and makes sure the bridge and the firewall rules exist.
+/// A refusal (no address, a port taken) or a failure leaves the network as it was: a default
+/// network this attach would have created is not stored, its bridge not left.
 pub fn attach(
     root: &Path,
     network: &str,
@@ -44,7 +46,7 @@ pub fn attach(
 ) -> Result<Attachment, NetworkError> {
     let store = NetworkStore::new(root);
     let _lock = store.lock()?;
-    let mut record = store.get_or_default(network)?;
+    let (mut record, origin) = store.get_or_default(network)?;
     reap_draining(&mut record);
     let address = record
         .allocate(container)
@@ -94,23 +96,19 @@ pub fn attach(
             ports: mappings.clone(),
         },
     );
+    // The first save of a drafted default network: from here on it exists.
     store.save(&record)?;
 
-    let wired = (|| {
-        let created = bridge::ensure(&record)?;
-        if created || !mappings.is_empty() {
-            if let Some(slot) = rules.iter_mut().find(|r| r.bridge == record.bridge) {
-                *slot = record.rules();
-            } else {
-                rules.push(record.rules());
+    if let Err(e) = wire(&record, &mut rules, !mappings.is_empty()) {
+        match origin {
+            Origin::Drafted => {
+                let _ = store.delete(&record.name);
             }
-            firewall::apply(&rules)?;
+            Origin::Stored => {
+                record.endpoints.remove(container);
+                let _ = store.save(&record);
+            }
         }
-        Ok(())
-    })();
-    if let Err(e) = wired {
-        record.endpoints.remove(container);
-        let _ = store.save(&record);
         return Err(e);
     }
     Ok(Attachment {
@@ -123,6 +121,30 @@ pub fn attach(
         host_veth,
         ports: mappings,
     })
+}
+
+/// Makes sure the bridge of `record` exists and, when it had to be created or the container
+/// publishes ports, rewrites the firewall with `record`'s rules in `rules`. A bridge it created
+/// is deleted again when the firewall cannot be written: nothing is left half-wired.
+fn wire(
+    record: &NetworkRecord,
+    rules: &mut Vec<firewall::NetworkRules>,
+    publishes: bool,
+) -> Result<(), NetworkError> {
+    let created = bridge::ensure(record)?;
+    if !created && !publishes {
+        return Ok(());
+    }
+    if let Some(slot) = rules.iter_mut().find(|r| r.bridge == record.bridge) {
+        *slot = record.rules();
+    } else {
+        rules.push(record.rules());
+    }
+    let applied = firewall::apply(rules);
+    if applied.is_err() && created {
+        let _ = bridge::delete(&record.bridge);
+    }
+    applied
 }
 
 /// Creates the veth pair (host end on the bridge, `eth0` in the namespace of `pid`) and gives

@@ -83,6 +83,15 @@ impl NetworkRecord {
     }
 }
 
+/// Where [`NetworkStore::get_or_default`] found a network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// In the store.
+    Stored,
+    /// Nowhere yet: the default network, drafted for its first container.
+    Drafted,
+}
+
 #[derive(Debug, Clone)]
 pub struct NetworkStore {
     dir: PathBuf,
@@ -147,8 +156,7 @@ impl NetworkStore {
         Ok(out)
     }
 
-    /// A network by name, full id or unique id prefix. The default network is created on
-    /// first use when `create_default`.
+    /// A network by name, full id or unique id prefix.
     pub fn get(&self, reference: &str) -> Result<NetworkRecord, NetworkError> {
         let all = self.list()?;
         if let Some(n) = all.iter().find(|n| n.name == reference) {
@@ -176,8 +184,8 @@ impl NetworkStore {
         }
     }
 
-    /// Defines a new network (the caller holds the lock). Without a subnet, the first free one
-    /// of the pool is used; without a gateway, the subnet's first host address.
+    /// Defines a new network and saves it (the caller holds the lock). Without a subnet, the
+    /// first free one of the pool is used; without a gateway, the subnet's first host address.
     pub fn define(
         &self,
         name: &str,
@@ -190,6 +198,20 @@ impl NetworkStore {
 
     /// [`NetworkStore::define`] with the host's routes given (tests pass their own).
     fn define_beside(
+        &self,
+        name: &str,
+        driver: &str,
+        subnet: Option<&str>,
+        gateway: Option<&str>,
+        routes: &[Ipv4Net],
+    ) -> Result<NetworkRecord, NetworkError> {
+        let record = self.draft_beside(name, driver, subnet, gateway, routes)?;
+        self.save(&record)?;
+        Ok(record)
+    }
+
+    /// A new network as [`NetworkStore::define_beside`] would define it, not saved yet.
+    fn draft_beside(
         &self,
         name: &str,
         driver: &str,
@@ -278,17 +300,20 @@ impl NetworkStore {
             endpoints: BTreeMap::new(),
             draining: Vec::new(),
         };
-        self.save(&record)?;
         Ok(record)
     }
 
-    /// The named network, defining the default one on first use (the caller holds the lock).
-    pub fn get_or_default(&self, name: &str) -> Result<NetworkRecord, NetworkError> {
+    /// The named network (the caller holds the lock). The default network is drafted on first
+    /// use but not saved — the `Origin` says so: the caller saves it once its container is
+    /// attached, so a refused `run` leaves no network behind.
+    pub fn get_or_default(&self, name: &str) -> Result<(NetworkRecord, Origin), NetworkError> {
         match self.get(name) {
             Err(NetworkError::NotFound(_)) if name == DEFAULT_NETWORK => {
-                self.define(DEFAULT_NETWORK, "bridge", None, None)
+                let draft =
+                    self.draft_beside(DEFAULT_NETWORK, "bridge", None, None, &host_routes())?;
+                Ok((draft, Origin::Drafted))
             }
-            other => other,
+            other => other.map(|record| (record, Origin::Stored)),
         }
     }
 }
@@ -395,10 +420,16 @@ mod tests {
             store.define_alone("net-e", "bridge", Some("10.0.0.1/8"), None),
             Err(NetworkError::InvalidSubnet(_))
         ));
-        let default = store.get_or_default(DEFAULT_NETWORK).unwrap();
+        let (default, origin) = store.get_or_default(DEFAULT_NETWORK).unwrap();
+        assert_eq!(origin, Origin::Drafted);
         assert_eq!(default.bridge, DEFAULT_BRIDGE);
         assert!(!default.subnet.overlaps(&a.subnet));
         assert_eq!(store.get(&a.id[..6]).unwrap().name, "net-a");
+        // Drafted, not saved: only the caller's save makes it exist.
+        assert_eq!(store.list().unwrap().len(), 1);
+        store.save(&default).unwrap();
+        let (again, origin) = store.get_or_default(DEFAULT_NETWORK).unwrap();
+        assert_eq!((again.id, origin), (default.id, Origin::Stored));
         assert_eq!(store.list().unwrap().len(), 2);
     }
 
