@@ -1480,7 +1480,9 @@ fn foreground_container_leaves_its_veth_to_the_kernel_and_its_address_waits() {
 }
 
 /// `network rm`: the bridge is deleted and no rule mentions it or its subnet; other networks'
-/// rules stay.
+/// rules stay. Once the last network is removed (the default one too), nothing of carton is
+/// left in the firewall: no rule, no `CARTON-*` chain, no jump to one from a built-in chain —
+/// and the next container creates the default network, chains and jumps again.
 #[test]
 fn network_rm_leaves_no_bridge_and_no_rule() {
     let Some(ct) = fixture() else { return };
@@ -1535,6 +1537,36 @@ fn network_rm_leaves_no_bridge_and_no_rule() {
         localhost(8080),
         &keep,
         "default network after network rm",
+    );
+
+    ct.cmd().args(["rm", "-f", "keep"]).assert().success();
+    let default = network(&ct, "bridge");
+    let out = ct.cmd().args(["network", "rm", "bridge"]).stdout_ok();
+    assert_eq!(lines(&out), ["bridge"], "network rm prints the reference");
+    assert!(
+        lines(&ct.cmd().args(["network", "ls", "-q"]).stdout_ok()).is_empty(),
+        "networks listed after the last one was removed"
+    );
+    assert_eq!(
+        host_link(&ct, &default.bridge),
+        None,
+        "bridge {} left",
+        default.bridge
+    );
+    let rules = iptables(&ct);
+    let left = rules_mentioning(&rules, &["CARTON"]);
+    assert!(
+        left.is_empty(),
+        "carton's chains or jumps left after the last network was removed: {left:#?}\n{rules}"
+    );
+    // The next container brings the default network, its chains and its jumps back.
+    let again = unique("again");
+    web(&ct, &["--name", "again", "-p", "8080:80"], &again);
+    assert_serves(
+        ct.netns(),
+        localhost(8080),
+        &again,
+        "the default network created again",
     );
     finish(ct);
 }

@@ -2,7 +2,9 @@
 //! (`CARTON-*`), reached by one jump from each built-in chain. The content of those chains is
 //! always regenerated from carton's state — every network and every published port — and loaded
 //! in one atomic `iptables-restore --noflush` batch, so a rule can never be left behind by a
-//! crashed command: the next change rewrites the chains from the truth.
+//! crashed command: the next change rewrites the chains from the truth. When no network is
+//! left, the truth is "nothing of carton": the chains and the jumps to them are removed, in one
+//! batch as well.
 //!
 //! Why iptables rather than nftables directly: it is what docker, podman (CNI/netavark's
 //! default), ufw and firewalld's iptables backend use, so carton's rules sit beside theirs in
@@ -33,6 +35,20 @@ const NAT_CHAINS: &[(&str, &str)] = &[
     ("POSTROUTING", "CARTON-POSTROUTING"),
 ];
 const FILTER_CHAINS: &[(&str, &str)] = &[("FORWARD", "CARTON-FORWARD")];
+
+/// Every chain [`ruleset`] declares, by table: what [`teardown`] removes.
+const OWN_CHAINS: &[(&str, &[&str])] = &[
+    (
+        "nat",
+        &[
+            "CARTON-PREROUTING",
+            "CARTON-OUTPUT",
+            "CARTON-POSTROUTING",
+            "CARTON-DNAT",
+        ],
+    ),
+    ("filter", &["CARTON-FORWARD", "CARTON-ISOLATION"]),
+];
 
 /// The complete content of carton's chains for these networks, in iptables-restore format,
 /// plus the jumps from built-in chains that `existing` (iptables-save output) lacks.
@@ -113,15 +129,89 @@ pub fn ruleset(networks: &[NetworkRules], existing: &str) -> String {
     nat + &filter
 }
 
-/// Rewrites carton's chains for `networks` (an empty list leaves them empty, jumps in place).
+/// The iptables-restore batch that removes carton's chains and every rule outside them that
+/// jumps to one (the jumps from built-in chains, and any an administrator added), as far as
+/// `existing` (iptables-save output) has them; `None` when it has nothing of carton's.
+/// Chains are flushed before any is deleted: carton's chains jump to each other.
+pub fn teardown(existing: &str) -> Option<String> {
+    let mut batch = String::new();
+    for (table, own) in OWN_CHAINS {
+        let section = table_section(existing, table);
+        let chains: Vec<&str> = own
+            .iter()
+            .copied()
+            .filter(|chain| section.iter().any(|l| declares(l, chain)))
+            .collect();
+        let jumps: Vec<&str> = section
+            .iter()
+            .copied()
+            .filter(|l| jumps_into(l, own))
+            .collect();
+        if chains.is_empty() && jumps.is_empty() {
+            continue;
+        }
+        batch.push_str(&format!("*{table}\n"));
+        for jump in jumps {
+            // iptables-save prints a rule as `-A CHAIN spec`; `-D CHAIN spec` deletes it.
+            batch.push_str(&format!("-D{}\n", &jump["-A".len()..]));
+        }
+        for op in ["-F", "-X"] {
+            for chain in &chains {
+                batch.push_str(&format!("{op} {chain}\n"));
+            }
+        }
+        batch.push_str("COMMIT\n");
+    }
+    (!batch.is_empty()).then_some(batch)
+}
+
+/// The lines of `table` in iptables-save output, between `*table` and its `COMMIT`.
+fn table_section<'a>(save: &'a str, table: &str) -> Vec<&'a str> {
+    let header = format!("*{table}");
+    save.lines()
+        .map(str::trim)
+        .skip_while(|l| *l != header)
+        .skip(1)
+        .take_while(|l| *l != "COMMIT")
+        .collect()
+}
+
+/// Whether an iptables-save line declares `chain` (`:CHAIN POLICY [counters]`).
+fn declares(line: &str, chain: &str) -> bool {
+    line.strip_prefix(':')
+        .and_then(|rest| rest.split_whitespace().next())
+        == Some(chain)
+}
+
+/// Whether an iptables-save line is a rule of a chain not in `own` whose target is in `own`.
+fn jumps_into(line: &str, own: &[&str]) -> bool {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    match words.as_slice() {
+        ["-A", chain, spec @ ..] if !own.contains(chain) => spec
+            .windows(2)
+            .any(|w| matches!(w[0], "-j" | "--jump" | "-g" | "--goto") && own.contains(&w[1])),
+        _ => false,
+    }
+}
+
+/// Makes the firewall say what `networks` need: carton's chains rewritten for them, or — with
+/// no network left — carton's chains and jumps removed. Callers hold `locks/network.lock`, so
+/// no other carton changes the chains between the look (iptables-save) and the batch.
 pub fn apply(networks: &[NetworkRules]) -> Result<(), NetworkError> {
     let save = tool("iptables-save")?;
     let existing = run(Command::new(&save), None)?;
-    let rules = ruleset(networks, &existing);
+    let batch = if networks.is_empty() {
+        match teardown(&existing) {
+            Some(batch) => batch,
+            None => return Ok(()),
+        }
+    } else {
+        ruleset(networks, &existing)
+    };
     let restore = tool("iptables-restore")?;
     let mut cmd = Command::new(restore);
     cmd.args(["--noflush", "--wait"]);
-    run(cmd, Some(&rules)).map(drop)
+    run(cmd, Some(&batch)).map(drop)
 }
 
 /// Enables routing between the bridge and the outside, and lets 127.0.0.1 be translated to a
@@ -222,6 +312,104 @@ mod tests {
         let again = ruleset(&[], existing);
         assert!(!again.contains("-I "), "{again}");
         assert!(again.contains(":CARTON-DNAT - [0:0]"));
+    }
+
+    /// iptables-save output with carton's chains as `ruleset` leaves them for no network,
+    /// plus an administrator's rules (one of which jumps to carton's chain).
+    const SAVED: &str = "\
+*filter
+:INPUT ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:CARTON-FORWARD - [0:0]
+:CARTON-ISOLATION - [0:0]
+:ADMIN - [0:0]
+-A FORWARD -j CARTON-FORWARD
+-A FORWARD -s 192.0.2.0/24 -j ACCEPT
+-A ADMIN -i eth9 -j CARTON-FORWARD
+-A CARTON-FORWARD -j CARTON-ISOLATION
+COMMIT
+*nat
+:PREROUTING ACCEPT [0:0]
+:INPUT ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+:CARTON-DNAT - [0:0]
+:CARTON-OUTPUT - [0:0]
+:CARTON-POSTROUTING - [0:0]
+:CARTON-PREROUTING - [0:0]
+-A PREROUTING -j CARTON-PREROUTING
+-A OUTPUT -j CARTON-OUTPUT
+-A POSTROUTING -j CARTON-POSTROUTING
+-A POSTROUTING -s 192.0.2.0/24 -j MASQUERADE
+-A CARTON-OUTPUT -m addrtype --dst-type LOCAL -j CARTON-DNAT
+-A CARTON-PREROUTING -m addrtype --dst-type LOCAL -j CARTON-DNAT
+COMMIT
+";
+
+    #[test]
+    fn teardown_removes_jumps_then_flushes_then_deletes_chains() {
+        let batch = teardown(SAVED).expect("carton's chains are there");
+        let expected = "\
+*nat
+-D PREROUTING -j CARTON-PREROUTING
+-D OUTPUT -j CARTON-OUTPUT
+-D POSTROUTING -j CARTON-POSTROUTING
+-F CARTON-PREROUTING
+-F CARTON-OUTPUT
+-F CARTON-POSTROUTING
+-F CARTON-DNAT
+-X CARTON-PREROUTING
+-X CARTON-OUTPUT
+-X CARTON-POSTROUTING
+-X CARTON-DNAT
+COMMIT
+*filter
+-D FORWARD -j CARTON-FORWARD
+-D ADMIN -i eth9 -j CARTON-FORWARD
+-F CARTON-FORWARD
+-F CARTON-ISOLATION
+-X CARTON-FORWARD
+-X CARTON-ISOLATION
+COMMIT
+";
+        assert_eq!(batch, expected);
+    }
+
+    #[test]
+    fn teardown_without_carton_chains_is_nothing() {
+        assert_eq!(teardown(""), None);
+        let foreign: String = SAVED
+            .lines()
+            .filter(|l| !l.contains("CARTON"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_eq!(teardown(&foreign), None);
+        // A half-gone state (a jump without its chain, a chain without its jump) is still
+        // cleaned up as far as it exists.
+        let jump_only = "*filter\n:FORWARD ACCEPT [0:0]\n-A FORWARD -j CARTON-FORWARD\nCOMMIT\n";
+        assert_eq!(
+            teardown(jump_only).as_deref(),
+            Some("*filter\n-D FORWARD -j CARTON-FORWARD\nCOMMIT\n")
+        );
+    }
+
+    #[test]
+    fn teardown_knows_every_chain_ruleset_declares() {
+        let rules = ruleset(&[network("carton0", "10.88.0.0/16", vec![])], "");
+        let mut table = "";
+        for line in rules.lines() {
+            if let Some(name) = line.strip_prefix('*') {
+                table = name;
+            } else if let Some(rest) = line.strip_prefix(':') {
+                let chain = rest.split_whitespace().next().unwrap();
+                let own = OWN_CHAINS.iter().find(|(t, _)| *t == table).unwrap().1;
+                assert!(
+                    own.contains(&chain),
+                    "{chain} of {table} unknown to teardown"
+                );
+            }
+        }
     }
 
     #[test]
