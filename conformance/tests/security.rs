@@ -1442,6 +1442,9 @@ const FSTYPE_FN: &str = "fstype_at() { awk -v p=\"$1\" '$5 == p { for (i = 7; i 
 #[case::dev_climbing("dev", Target::Fixed("../../../../../../tmp"))]
 #[case::dev_host_only_absolute("dev", Target::HostOnlyAbsolute)]
 #[case::dev_host_only_climbing("dev", Target::HostOnlyRelative)]
+#[case::sys_absolute("sys", Target::Fixed("/tmp"))]
+#[case::sys_host_only_absolute("sys", Target::HostOnlyAbsolute)]
+#[case::sys_host_only_climbing("sys", Target::HostOnlyRelative)]
 fn special_mount_on_symlink_lands_in_the_rootfs(#[case] name: &str, #[case] target: Target) {
     let Some(ct) = fixture() else { return };
     let watch = HostWatch::new(&ct);
@@ -1454,6 +1457,13 @@ fn special_mount_on_symlink_lands_in_the_rootfs(#[case] name: &str, #[case] targ
              read c < /proc/1/comm; echo comm=$c; \
              if [ -e /proc/keys ]; then echo keys=$(head -c 64 /proc/keys | wc -c); else echo keys=0; fi; \
              true 3<>/proc/sys/kernel/hostname 2>/dev/null && echo sys-writable; true"
+        )
+    } else if name == "sys" {
+        // sysfs at the target, read-only as in every default container.
+        format!(
+            "fstype_at \"{inside}\"; \
+             [ -d /sys/class/net ] && echo net-class; \
+             mkdir /sys/kernel/carton-probe 2>/dev/null && echo sys-writable; true"
         )
     } else {
         format!(
@@ -1479,6 +1489,8 @@ fn special_mount_on_symlink_lands_in_the_rootfs(#[case] name: &str, #[case] targ
     let got = lines(&text(&out.stdout));
     let expected: Vec<String> = if name == "proc" {
         vec!["proc".into(), "comm=sh".into(), "keys=0".into()]
+    } else if name == "sys" {
+        vec!["sysfs".into(), "net-class".into()]
     } else {
         vec!["tmpfs".into(), "null-ok".into(), "zero=3".into()]
     };
@@ -1487,6 +1499,115 @@ fn special_mount_on_symlink_lands_in_the_rootfs(#[case] name: &str, #[case] targ
         "/{name} -> {link}: the mount is not at {inside} in the rootfs, or lost its protection"
     );
     ct.finish();
+}
+
+/// `/data -> X` as the target of `--tmpfs /data` and as `-w /data`: the tmpfs and the working
+/// directory are X *inside* the rootfs, and nothing appears on the host. A target only the
+/// host has may also be refused clearly (see [`refused_clearly`]).
+#[rstest]
+#[case::tmpfs_absolute("--tmpfs", Target::Fixed("/tmp"))]
+#[case::tmpfs_host_only_absolute("--tmpfs", Target::HostOnlyAbsolute)]
+#[case::tmpfs_host_only_climbing("--tmpfs", Target::HostOnlyRelative)]
+#[case::workdir_absolute("-w", Target::Fixed("/tmp"))]
+#[case::workdir_host_only_absolute("-w", Target::HostOnlyAbsolute)]
+#[case::workdir_host_only_climbing("-w", Target::HostOnlyRelative)]
+fn tmpfs_and_workdir_on_symlink_stay_in_the_rootfs(#[case] flag: &str, #[case] target: Target) {
+    let Some(ct) = fixture() else { return };
+    let watch = HostWatch::new(&ct);
+    let (link, inside) = target.resolve(&watch.outside);
+    import_hostile(&ct, "data", &link);
+    // Writes a marker where the flag points (the tmpfs, or the working directory), then
+    // reports where it landed and what is mounted there.
+    let write_to = if flag == "--tmpfs" { "/data" } else { "." };
+    let script = format!(
+        "{FSTYPE_FN} echo marker > {write_to}/marker-from-container; \
+         pwd; cat {inside}/marker-from-container; \
+         [ \"{flag}\" = --tmpfs ] && fstype_at \"{inside}\"; true"
+    );
+    let mut args: Vec<&str> = vec!["--rm", "--network", "none"];
+    args.extend([flag, "/data"]);
+    args.extend(["hostile", "sh", "-c", &script]);
+    let out = ct.run(args).output();
+    watch.assert_untouched(&format!("{flag} /data with /data -> {link}"));
+    if refused_clearly(&out, target, "/data", &link) {
+        ct.finish();
+        return;
+    }
+    assert!(
+        out.status.success(),
+        "the host is untouched, but carton failed with {flag} /data -> {link}:\n{}",
+        all_output(&out)
+    );
+    let got = lines(&text(&out.stdout));
+    if flag == "--tmpfs" {
+        assert_eq!(
+            got,
+            ["/", "marker", "tmpfs"],
+            "--tmpfs /data -> {link}: the tmpfs is not at {inside} inside the container"
+        );
+    } else {
+        assert_eq!(
+            got,
+            [inside.as_str(), "marker"],
+            "-w /data -> {link}: the working directory is not {inside} inside the container"
+        );
+    }
+    ct.finish();
+}
+
+/// `/etc -> X`: the per-container /etc/hostname, /etc/hosts and /etc/resolv.conf are bound
+/// at X/… *inside* the rootfs (or the run is refused clearly), never on the host's X.
+#[rstest]
+#[case::absolute_in_image(Target::Fixed("/tmp"))]
+#[case::absolute_host_only(Target::HostOnlyAbsolute)]
+#[case::climbing_host_only(Target::HostOnlyRelative)]
+fn etc_files_on_a_symlinked_etc_stay_in_the_rootfs(#[case] target: Target) {
+    let Some(ct) = fixture() else { return };
+    let watch = HostWatch::new(&ct);
+    let (link, inside) = target.resolve(&watch.outside);
+    import_hostile(&ct, "etc", &link);
+    let host_tmp_before = host_tmp_etc_files();
+    let out = ct
+        .run([
+            "--rm",
+            "--hostname",
+            "symlinked-etc",
+            "hostile",
+            "sh",
+            "-c",
+            "cat /etc/hostname; grep -c symlinked-etc /etc/hosts; [ -s /etc/resolv.conf ] && echo resolv",
+        ])
+        .output();
+    watch.assert_untouched(&format!("/etc -> {link}"));
+    assert_eq!(
+        host_tmp_etc_files(),
+        host_tmp_before,
+        "/etc -> {link}: the host's /tmp gained carton's /etc files"
+    );
+    if refused_clearly(&out, target, "/etc", &link) {
+        ct.finish();
+        return;
+    }
+    assert!(
+        out.status.success(),
+        "the host is untouched, but carton failed with /etc -> {link}:\n{}",
+        all_output(&out)
+    );
+    assert_eq!(
+        lines(&text(&out.stdout)),
+        ["symlinked-etc", "1", "resolv"],
+        "/etc -> {link}: the container's /etc files are not at {inside}"
+    );
+    ct.finish();
+}
+
+/// Which of hostname, hosts and resolv.conf exist in the host's /tmp (the in-image target of
+/// the `/etc -> /tmp` case): an escape would add them there.
+fn host_tmp_etc_files() -> Vec<&'static str> {
+    ["hostname", "hosts", "resolv.conf"]
+        .into_iter()
+        .filter(|n| Path::new("/tmp").join(n).exists())
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------
