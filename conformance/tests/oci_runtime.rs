@@ -593,7 +593,11 @@ fn operations_in_the_wrong_state_fail(#[values(Runtime::Carton, Runtime::Runc)] 
 #[case::not_json("not json", None)]
 #[case::oci_version_2("ociVersion 2", Some("ociVersion"))]
 #[case::missing_rootfs("missing rootfs", None)]
+// Not a namespace type at all: refused while config.json is parsed, before any namespace check.
 #[case::unknown_namespace("unknown namespace", None)]
+// Valid namespace types that carton does not implement: refused by its namespace check.
+#[case::user_namespace("user namespace", Some("user namespace"))]
+#[case::time_namespace("time namespace", Some("time namespace"))]
 #[case::intel_rdt("intelRdt", Some("intelRdt"))]
 #[case::personality("personality", Some("personality"))]
 #[case::host_sysctl("host sysctl", Some("kernel.panic"))]
@@ -611,6 +615,14 @@ fn bad_config_is_refused(
             .as_array_mut()
             .unwrap()
             .push(json!({"type": "no-such-namespace"})),
+        "user namespace" => c["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"type": "user"})),
+        "time namespace" => c["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"type": "time"})),
         "intelRdt" => c["linux"]["intelRdt"] = json!({"closID": "carton-test"}),
         "personality" => c["linux"]["personality"] = json!({"domain": "LINUX32"}),
         "host sysctl" => c["linux"]["sysctl"] = json!({"kernel.panic": "1"}),

@@ -169,8 +169,11 @@ impl Plan {
                 LinuxNamespaceType::Pid => libc::CLONE_NEWPID,
                 LinuxNamespaceType::Network => libc::CLONE_NEWNET,
                 LinuxNamespaceType::Cgroup => libc::CLONE_NEWCGROUP,
+                // Named as config.json spells the type ("user", "time").
                 other => {
-                    return Err(EngineError::Unsupported(format!("{other:?} namespace")));
+                    return Err(EngineError::Unsupported(format!(
+                        "the {other} namespace (linux.namespaces)"
+                    )));
                 }
             };
             match ns.path() {
