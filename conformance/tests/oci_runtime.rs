@@ -602,12 +602,25 @@ fn operations_in_the_wrong_state_fail(#[values(Runtime::Carton, Runtime::Runc)] 
 #[case::personality("personality", Some("personality"))]
 #[case::host_sysctl("host sysctl", Some("kernel.panic"))]
 #[case::empty_args("empty args", None)]
+#[case::cpu_idle("cpu idle", Some("linux.resources.cpu.idle"))]
+#[case::cpu_burst("cpu burst", Some("linux.resources.cpu.burst"))]
+#[case::memory_check_before_update(
+    "memory checkBeforeUpdate",
+    Some("linux.resources.memory.checkBeforeUpdate")
+)]
+#[case::memory_no_hierarchy(
+    "memory useHierarchy false",
+    Some("linux.resources.memory.useHierarchy")
+)]
+#[case::idmapped_mount("idmapped mount", Some("uidMappings"))]
+#[case::seccomp_listener("seccomp listener", Some("linux.seccomp.listenerPath"))]
 fn bad_config_is_refused(
     #[values(Runtime::Carton, Runtime::Runc)] rt: Runtime,
     #[case] what: &str,
     #[case] carton_names: Option<&str>,
 ) {
     let Some(oci) = OciHost::new(rt) else { return };
+    let shared = shared(&oci);
     let bundle = oci.bundle("bad", &["true"], |c| match what {
         "ociVersion 2" => c["ociVersion"] = json!("2.0.0"),
         "missing rootfs" => c["root"]["path"] = json!("no-such-rootfs"),
@@ -627,6 +640,30 @@ fn bad_config_is_refused(
         "personality" => c["linux"]["personality"] = json!({"domain": "LINUX32"}),
         "host sysctl" => c["linux"]["sysctl"] = json!({"kernel.panic": "1"}),
         "empty args" => c["process"]["args"] = json!([]),
+        "cpu idle" => c["linux"]["resources"]["cpu"] = json!({"idle": 1}),
+        "cpu burst" => c["linux"]["resources"]["cpu"] = json!({"quota": 50000, "burst": 10000}),
+        "memory checkBeforeUpdate" => {
+            c["linux"]["resources"]["memory"] =
+                json!({"limit": 64 * 1024 * 1024, "checkBeforeUpdate": true})
+        }
+        "memory useHierarchy false" => {
+            c["linux"]["resources"]["memory"] =
+                json!({"limit": 64 * 1024 * 1024, "useHierarchy": false})
+        }
+        "idmapped mount" => {
+            let mut mount = bind_mount(&shared, "/shared");
+            let ids = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+            mount["uidMappings"] = ids.clone();
+            mount["gidMappings"] = ids;
+            c["mounts"].as_array_mut().unwrap().push(mount);
+        }
+        "seccomp listener" => {
+            c["linux"]["seccomp"] = json!({
+                "defaultAction": "SCMP_ACT_ALLOW",
+                "listenerPath": "/run/no-such-seccomp-agent.sock",
+                "listenerMetadata": "carton-test"
+            })
+        }
         _ => {}
     });
     if what == "not json" {
@@ -637,8 +674,21 @@ fn bad_config_is_refused(
         ["create", "--bundle", bundle.to_str().unwrap(), "bad"],
     );
     // runc accepts some of these (it implements personality and intelRdt, ignores the
-    // ociVersion): there the scenario only checks that it cleans up.
-    let runc_accepts = matches!(what, "ociVersion 2" | "intelRdt" | "personality");
+    // ociVersion; runc 1.1 also takes the cpu, memory, idmap and seccomp-agent fields, some of
+    // which it implements and some of which postdate it): there the scenario only checks that
+    // it cleans up.
+    let runc_accepts = matches!(
+        what,
+        "ociVersion 2"
+            | "intelRdt"
+            | "personality"
+            | "cpu idle"
+            | "cpu burst"
+            | "memory checkBeforeUpdate"
+            | "memory useHierarchy false"
+            | "idmapped mount"
+            | "seccomp listener"
+    );
     if rt == Runtime::Runc && runc_accepts {
         let _ = oci.cmd(["delete", "--force", "bad"]).try_output();
         oci.finish();

@@ -1,6 +1,6 @@
 //! The limits carton applies, and how each maps onto v1 and v2 files (DESIGN.md §6).
 
-use oci_spec::runtime::LinuxResources;
+use oci_spec::runtime::{LinuxCpu, LinuxMemory, LinuxResources};
 
 use super::CgroupError;
 
@@ -51,23 +51,13 @@ impl Resources {
         }
         let mut r = Resources::default();
         if let Some(memory) = oci.memory() {
-            if memory.kernel().is_some()
-                || memory.kernel_tcp().is_some()
-                || memory.swappiness().is_some()
-                || memory.disable_oom_killer().is_some()
-            {
-                return unsupported(
-                    "linux.resources.memory (kernel, kernelTCP, swappiness, disableOOMKiller)",
-                );
-            }
+            refuse_memory_extras(memory)?;
             r.memory = memory.limit();
             r.memory_swap = memory.swap();
             r.memory_reservation = memory.reservation();
         }
         if let Some(cpu) = oci.cpu() {
-            if cpu.realtime_period().is_some() || cpu.realtime_runtime().is_some() {
-                return unsupported("linux.resources.cpu realtime settings");
-            }
+            refuse_cpu_extras(cpu)?;
             r.cpu_shares = cpu.shares();
             r.cpu_quota = cpu.quota();
             r.cpu_period = cpu.period();
@@ -117,6 +107,44 @@ impl Resources {
             pids_limit: self.pids_limit.or(current.pids_limit),
         }
     }
+}
+
+/// The memory settings carton does not write. Values that ask for what happens anyway pass:
+/// hierarchical accounting (v2 always has it and recent v1 kernels no longer offer anything
+/// else; carton never writes memory.use_hierarchy), and no check before an update.
+fn refuse_memory_extras(memory: &LinuxMemory) -> Result<(), CgroupError> {
+    let unsupported = |what: &str| Err(CgroupError::Unsupported(what.to_string()));
+    if memory.kernel().is_some()
+        || memory.kernel_tcp().is_some()
+        || memory.swappiness().is_some()
+        || memory.disable_oom_killer().is_some()
+    {
+        return unsupported(
+            "linux.resources.memory (kernel, kernelTCP, swappiness, disableOOMKiller)",
+        );
+    }
+    if memory.use_hierarchy() == Some(false) {
+        return unsupported("linux.resources.memory.useHierarchy = false");
+    }
+    if memory.check_before_update() == Some(true) {
+        return unsupported("linux.resources.memory.checkBeforeUpdate");
+    }
+    Ok(())
+}
+
+/// The cpu settings carton does not write. 0 is the kernel's default for idle and burst.
+fn refuse_cpu_extras(cpu: &LinuxCpu) -> Result<(), CgroupError> {
+    let unsupported = |what: &str| Err(CgroupError::Unsupported(what.to_string()));
+    if cpu.realtime_period().is_some() || cpu.realtime_runtime().is_some() {
+        return unsupported("linux.resources.cpu realtime settings");
+    }
+    if cpu.idle().is_some_and(|idle| idle != 0) {
+        return unsupported("linux.resources.cpu.idle");
+    }
+    if cpu.burst().is_some_and(|burst| burst != 0) {
+        return unsupported("linux.resources.cpu.burst");
+    }
+    Ok(())
 }
 
 /// runc's conversion of v1 shares [2, 262144] to v2 weight [1, 10000].
@@ -237,6 +265,37 @@ mod tests {
         assert_eq!(r.needed_controllers(), ["memory", "cpu", "cpuset", "pids"]);
         let blkio: LinuxResources = serde_json::from_str(r#"{"blockIO": {"weight": 10}}"#).unwrap();
         assert!(Resources::from_oci(&blkio).is_err());
+    }
+
+    #[test]
+    fn cpu_and_memory_extras_are_refused_unless_they_ask_for_the_default() {
+        let read = |json: &str| {
+            let oci: LinuxResources = serde_json::from_str(json).unwrap();
+            Resources::from_oci(&oci)
+        };
+        for (json, named) in [
+            (r#"{"cpu": {"idle": 1}}"#, "cpu.idle"),
+            (r#"{"cpu": {"burst": 1000}}"#, "cpu.burst"),
+            (
+                r#"{"memory": {"checkBeforeUpdate": true}}"#,
+                "memory.checkBeforeUpdate",
+            ),
+            (
+                r#"{"memory": {"useHierarchy": false}}"#,
+                "memory.useHierarchy",
+            ),
+        ] {
+            match read(json) {
+                Err(CgroupError::Unsupported(m)) => assert!(m.contains(named), "{json}: {m}"),
+                other => panic!("{json} was not refused: {other:?}"),
+            }
+        }
+        let defaults = read(
+            r#"{"cpu": {"idle": 0, "burst": 0, "shares": 2}, "memory": {"limit": 1048576, "useHierarchy": true, "checkBeforeUpdate": false}}"#,
+        )
+        .unwrap();
+        assert_eq!(defaults.memory, Some(1_048_576));
+        assert_eq!(defaults.cpu_shares, Some(2));
     }
 
     #[test]

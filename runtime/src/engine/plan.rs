@@ -351,7 +351,17 @@ fn refuse_unsupported(spec: &Spec) -> Result<(), EngineError> {
         if linux.net_devices().as_ref().is_some_and(|d| !d.is_empty()) {
             return unsupported("linux.netDevices");
         }
+        // Without SCMP_ACT_NOTIFY (refused by the seccomp compiler) no agent would ever hear
+        // from the container: a listener in the spec asks for something carton cannot give.
+        if let Some(seccomp) = linux.seccomp() {
+            if seccomp.listener_path().is_some() || seccomp.listener_metadata().is_some() {
+                return unsupported(
+                    "linux.seccomp.listenerPath / listenerMetadata (seccomp notify agent)",
+                );
+            }
+        }
     }
+    refuse_idmapped_mounts(spec)?;
     if let Some(process) = spec.process() {
         if process.io_priority().is_some() {
             return unsupported("process.ioPriority");
@@ -377,6 +387,29 @@ fn refuse_unsupported(spec: &Spec) -> Result<(), EngineError> {
         return Err(EngineError::InvalidSpec(
             "domainname needs a new UTS namespace".into(),
         ));
+    }
+    Ok(())
+}
+
+/// Idmapped mounts (`mounts[].uidMappings/gidMappings`, the `idmap`/`ridmap` options) are not
+/// implemented; left alone, a bind mount would ignore the mappings and an option word would go
+/// to the filesystem as data, which bind mounts never read: the files would show the host's
+/// owners instead of the mapped ones.
+fn refuse_idmapped_mounts(spec: &Spec) -> Result<(), EngineError> {
+    for mount in spec.mounts().iter().flatten() {
+        let mapped = mount.uid_mappings().as_ref().is_some_and(|m| !m.is_empty())
+            || mount.gid_mappings().as_ref().is_some_and(|m| !m.is_empty())
+            || mount
+                .options()
+                .iter()
+                .flatten()
+                .any(|o| o == "idmap" || o == "ridmap");
+        if mapped {
+            return Err(EngineError::Unsupported(format!(
+                "idmapped mount of {} (mounts[].uidMappings / gidMappings, idmap)",
+                mount.destination().display()
+            )));
+        }
     }
     Ok(())
 }
@@ -512,6 +545,35 @@ mod tests {
             Err(EngineError::Unsupported(m)) => assert!(m.contains("kernel.panic"), "{m}"),
             other => panic!("a host sysctl was not refused: {other:?}"),
         }
+        let unsupported =
+            |json: &str, named: &str| match Plan::from_spec(&spec(json), Path::new("/b")) {
+                Err(EngineError::Unsupported(m)) => assert!(m.contains(named), "{m}"),
+                other => panic!("{named} was not refused: {other:?}"),
+            };
+        let ids = r#"[{"containerID": 0, "hostID": 1000, "size": 1}]"#;
+        unsupported(
+            &MINIMAL.replace(
+                r#""hostname": "box","#,
+                &format!(
+                    r#""hostname": "box", "mounts": [{{"destination": "/m", "type": "bind", "source": "/tmp", "uidMappings": {ids}, "gidMappings": {ids}}}],"#
+                ),
+            ),
+            "idmapped mount of /m",
+        );
+        unsupported(
+            &MINIMAL.replace(
+                r#""hostname": "box","#,
+                r#""hostname": "box", "mounts": [{"destination": "/m", "type": "bind", "source": "/tmp", "options": ["rbind", "idmap"]}],"#,
+            ),
+            "idmapped mount of /m",
+        );
+        unsupported(
+            &MINIMAL.replace(
+                r#""linux": {"namespaces""#,
+                r#""linux": {"seccomp": {"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "/run/agent.sock"}, "namespaces""#,
+            ),
+            "linux.seccomp.listenerPath",
+        );
         let net_sysctl = MINIMAL.replace(
             r#""linux": {"namespaces""#,
             r#""linux": {"sysctl": {"net.ipv4.ping_group_range": "0 0"}, "namespaces""#,
