@@ -185,7 +185,7 @@ fn run_detached(#[values(Runtime::Carton, Runtime::Runc)] rt: Runtime) {
 
 /// The six hooks run at their points, in order, with the state on stdin: prestart,
 /// createRuntime and poststart/poststop in the runtime's namespace; createContainer and
-/// startContainer in the container's mount namespace.
+/// startContainer in the container's mount namespace. Each is told the status of its point.
 #[rstest]
 fn hooks_run_in_order_in_their_namespaces(#[values(Runtime::Carton, Runtime::Runc)] rt: Runtime) {
     let Some(oci) = OciHost::new(rt) else { return };
@@ -311,11 +311,22 @@ fn hooks_run_in_order_in_their_namespaces(#[values(Runtime::Carton, Runtime::Run
             "{name} is told the init's pid: {state}"
         );
     }
+    // The status each hook is told (runtime spec, runtime.md: create is under way until the
+    // createContainer hooks are done; the user's program has not run before startContainer).
+    for (name, status) in [
+        ("prestart", "creating"),
+        ("createRuntime", "creating"),
+        ("createContainer", "creating"),
+        ("startContainer", "created"),
+        ("poststop", "stopped"),
+    ] {
+        let (state, _) = read(name);
+        assert_eq!(state["status"], status, "{name}: {state}");
+    }
     if rt == Runtime::Carton {
         // runc runs poststart in create (see above), where the status is still "created".
         assert_eq!(read("poststart").0["status"], "running");
     }
-    assert_eq!(read("poststop").0["status"], "stopped");
     oci.finish();
 }
 

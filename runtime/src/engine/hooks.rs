@@ -3,7 +3,9 @@
 //! namespaces, once the container's namespaces exist; `createContainer` — the init, in the
 //! container's namespaces before pivot_root; `startContainer` — the init, inside the
 //! container, right before the user's process; `poststart` and `poststop` — the runtime front
-//! end, after start and after delete.
+//! end, after start and after delete. The status in their state follows the point (as runc
+//! gives it): "creating" for the three create-time points, "created" for startContainer (the
+//! user's program has not run yet), "running" for poststart, "stopped" for poststop.
 
 use std::io::Write;
 use std::process::{Command, Stdio};

@@ -181,7 +181,8 @@ fn container_steps(
             .as_ref()
             .and_then(|h| h.create_container().clone())
         {
-            hooks::run(&list, &plan.hook_state("created", host_pid)).map_err(|e| InitFailure {
+            // Still part of create (runtime spec, runtime.md step 2): "creating", as runc says.
+            hooks::run(&list, &plan.hook_state("creating", host_pid)).map_err(|e| InitFailure {
                 step: "createContainer hooks".into(),
                 message: e,
                 errno: None,
@@ -199,6 +200,7 @@ fn container_steps(
             .as_ref()
             .and_then(|h| h.start_container().clone())
             .unwrap_or_default(),
+        // startContainer runs before the user's program: the container is still "created".
         state: plan.hook_state("created", host_pid),
     };
     finish(&plan.process, channel, stdio, prepared.console, &release)
