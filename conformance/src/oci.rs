@@ -12,7 +12,7 @@
 use std::ffi::OsStr;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Output, Stdio};
+use std::process::{Child, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -186,14 +186,33 @@ impl OciHost {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
+        let child = self.spawn_leaving_process(id, args);
+        self.wait_leaving_process(id, child)
+    }
+
+    /// [`OciHost::run_leaving_process`] without the wait: the command runs on while the
+    /// scenario looks at the container (a `create` held up in a hook). Finish it with
+    /// [`OciHost::wait_leaving_process`].
+    #[track_caller]
+    pub fn spawn_leaving_process<I, S>(&self, id: &str, args: I) -> Child
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
         self.remember(id);
-        let out_path = self.base.join(format!("{id}.out"));
-        let err_path = self.base.join(format!("{id}.err"));
         let mut cmd = self.cmd(args).to_std();
         cmd.stdin(Stdio::null())
-            .stdout(append(&out_path))
-            .stderr(append(&err_path));
-        let status = wait_with_deadline(cmd, DEADLINE);
+            .stdout(append(&self.base.join(format!("{id}.out"))))
+            .stderr(append(&self.base.join(format!("{id}.err"))));
+        cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"))
+    }
+
+    /// Waits (with the suite's deadline) for a command of [`OciHost::spawn_leaving_process`];
+    /// returns its status and what it printed to stderr so far.
+    #[track_caller]
+    pub fn wait_leaving_process(&self, id: &str, child: Child) -> (ExitStatus, String) {
+        let status = wait_with_deadline(child, DEADLINE);
+        let err_path = self.base.join(format!("{id}.err"));
         let err = std::fs::read_to_string(&err_path).unwrap_or_default();
         (status, err)
     }
@@ -468,10 +487,9 @@ fn append(path: &Path) -> File {
         .unwrap_or_else(|e| panic!("open {}: {e}", path.display()))
 }
 
-/// Runs `cmd` (stdio already set) to its end; kills it and panics at `deadline`.
+/// Waits for `child` to end; kills it and panics at `deadline`.
 #[track_caller]
-fn wait_with_deadline(mut cmd: Command, deadline: Duration) -> ExitStatus {
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+fn wait_with_deadline(mut child: Child, deadline: Duration) -> ExitStatus {
     let started = Instant::now();
     loop {
         if let Some(status) = child.try_wait().expect("wait for the runtime") {
@@ -480,7 +498,10 @@ fn wait_with_deadline(mut cmd: Command, deadline: Duration) -> ExitStatus {
         if started.elapsed() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("{cmd:?} did not finish within {deadline:?}");
+            panic!(
+                "runtime process {} did not finish within {deadline:?}",
+                child.id()
+            );
         }
         std::thread::sleep(Duration::from_millis(5));
     }

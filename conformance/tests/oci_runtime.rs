@@ -346,6 +346,152 @@ fn failing_hook_fails_create(#[values(Runtime::Carton, Runtime::Runc)] rt: Runti
     oci.finish();
 }
 
+/// A createRuntime hook that asks the runtime for the container's state and list while create
+/// is under way (into `<dir>/<id>.state`, `.list`), notes the creating process (`.creator`:
+/// hooks are its children), says so (`.queried`) and then holds create up until the scenario
+/// creates `<dir>/<id>.release`.
+fn blocking_state_hook(oci: &OciHost, dir: &Path, id: &str) -> Value {
+    let bin = oci.runtime().binary().unwrap();
+    let (bin, root, out) = (bin.display(), oci.root().display(), dir.display());
+    json!({
+        "path": "/bin/sh",
+        "args": ["sh", "-c", format!(
+            "echo $PPID > {out}/{id}.creator; \
+             {bin} --root {root} state {id} > {out}/{id}.state 2>&1; \
+             {bin} --root {root} list --format json > {out}/{id}.list 2>&1; \
+             echo yes > {out}/{id}.queried; \
+             while [ ! -e {out}/{id}.release ]; do sleep 0.02; done"
+        )],
+        "env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]
+    })
+}
+
+/// While create runs (held up in a createRuntime hook), `state` and `list` report the container
+/// as "creating" (runtime spec, runtime.md "State"), inside the hook and from outside; carton's
+/// `delete` without --force refuses it; once create returns it is "created".
+#[rstest]
+fn state_is_creating_while_create_runs(#[values(Runtime::Carton, Runtime::Runc)] rt: Runtime) {
+    let Some(oci) = OciHost::new(rt) else { return };
+    let dir = oci.path("hookout");
+    std::fs::create_dir_all(&dir).unwrap();
+    let hook = blocking_state_hook(&oci, &dir, "cr");
+    let bundle = oci.bundle("cr", &["sleep", "1000"], |c| {
+        c["hooks"] = json!({"createRuntime": [hook]});
+    });
+    let create =
+        oci.spawn_leaving_process("cr", ["create", "--bundle", bundle.to_str().unwrap(), "cr"]);
+    wait_for_file(&dir.join("cr.queried"));
+    let inside = std::fs::read_to_string(dir.join("cr.state")).unwrap();
+    let outside = oci.cmd(["state", "cr"]).output();
+    let listed = oci.cmd(["list", "--format", "json"]).output();
+    // runc's delete removes the directory of a container it has no state of, which breaks
+    // its own create under way: only carton's is asked, and must refuse.
+    let delete = (rt == Runtime::Carton).then(|| oci.cmd(["delete", "cr"]).output());
+    std::fs::write(dir.join("cr.release"), "").unwrap();
+    let (status, err) = oci.wait_leaving_process("cr", create);
+    assert!(status.success(), "create failed: {err}\n{}", oci.log_text());
+
+    match rt {
+        Runtime::Carton => {
+            let inside: Value = serde_json::from_str(&inside)
+                .unwrap_or_else(|e| panic!("state in the hook is not JSON ({e}): {inside}"));
+            assert_eq!(inside["status"], "creating", "{inside}");
+            assert_eq!(inside["id"], "cr", "{inside}");
+            let outside: Value = serde_json::from_slice(&outside.stdout)
+                .unwrap_or_else(|e| panic!("state is not JSON ({e}): {}", all_output(&outside)));
+            assert_eq!(outside["status"], "creating", "{outside}");
+            let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
+            assert_eq!(listed[0]["id"], "cr", "{listed}");
+            assert_eq!(listed[0]["status"], "creating", "{listed}");
+            let listed_in_hook = std::fs::read_to_string(dir.join("cr.list")).unwrap();
+            assert!(listed_in_hook.contains("creating"), "{listed_in_hook}");
+        }
+        // runc 1.1 writes its state once the init is ready, after these hooks: until then the
+        // container does not exist for `state` (no "creating" to compare with).
+        Runtime::Runc => assert!(!outside.status.success(), "{}", all_output(&outside)),
+    }
+    if let Some(delete) = delete {
+        assert!(
+            !delete.status.success(),
+            "delete without --force during create worked: {}",
+            all_output(&delete)
+        );
+    }
+    assert_eq!(oci.status("cr"), "created");
+    oci.cmd(["delete", "cr"]).assert().success();
+    oci.finish();
+}
+
+/// Containers whose create did not finish can be deleted, with their init and cgroup: one
+/// whose create was killed half-way (in its createRuntime hook) is "stopped" and goes with a
+/// plain `delete`; one whose create is still held up goes with `delete --force`, which ends that
+/// create. Carton only: runc 1.1 has no state of the container at that point, so there is
+/// nothing its `delete` could find.
+#[test]
+fn half_created_containers_can_be_deleted() {
+    let Some(oci) = OciHost::new(Runtime::Carton) else {
+        return;
+    };
+    let dir = oci.path("hookout");
+    std::fs::create_dir_all(&dir).unwrap();
+    // Starts a create held up in its hook; returns it with the init's pid.
+    let held_create = |id: &str| {
+        let hook = blocking_state_hook(&oci, &dir, id);
+        let bundle = oci.bundle(id, &["sleep", "1000"], |c| {
+            c["hooks"] = json!({"createRuntime": [hook]});
+        });
+        let create =
+            oci.spawn_leaving_process(id, ["create", "--bundle", bundle.to_str().unwrap(), id]);
+        wait_for_file(&dir.join(format!("{id}.queried")));
+        let state = oci.state(id);
+        assert_eq!(state["status"], "creating", "{state}");
+        let init = Process::of(pid_of(&state)).expect("the init exists during the hooks");
+        (create, init)
+    };
+    let gone = |id: &str, init: Process| {
+        assert!(oci.listed().iter().all(|l| l != id), "{:?}", oci.listed());
+        assert!(
+            oci.cgroup_dirs(id).is_empty(),
+            "delete leaves the cgroup: {:?}",
+            oci.cgroup_dirs(id)
+        );
+        assert!(
+            init.wait_dead(conformance::DEADLINE),
+            "the init of {id} outlived delete"
+        );
+    };
+
+    let (create, init) = held_create("hc");
+    let creator: i32 = wait_for_file(&dir.join("hc.creator"))
+        .trim()
+        .parse()
+        .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(creator),
+        nix::sys::signal::SIGKILL,
+    )
+    .expect("kill the creating runtime");
+    let (status, _) = oci.wait_leaving_process("hc", create);
+    assert!(!status.success(), "the killed create succeeded");
+    std::fs::write(dir.join("hc.release"), "").unwrap();
+    assert_eq!(
+        oci.status("hc"),
+        "stopped",
+        "a create that died is not creating"
+    );
+    assert_eq!(oci.listed(), ["hc"]);
+    oci.cmd(["delete", "hc"]).assert().success();
+    gone("hc", init);
+
+    let (create, init) = held_create("hf");
+    oci.cmd(["delete", "--force", "hf"]).assert().success();
+    std::fs::write(dir.join("hf.release"), "").unwrap();
+    let (status, _) = oci.wait_leaving_process("hf", create);
+    assert!(!status.success(), "create succeeded after delete --force");
+    gone("hf", init);
+    oci.finish();
+}
+
 /// Receives the pty master a runtime sends to `--console-socket`.
 fn receive_master(listener: UnixListener) -> std::thread::JoinHandle<OwnedFd> {
     std::thread::spawn(move || {

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use nix::unistd::Pid;
 use oci_spec::runtime::{Hook, Spec};
 
-use super::state::{Record, Store};
+use super::state::{Creator, Record, Store};
 use super::{OciError, console};
 use crate::engine::{self, StartEvents, StartOptions, Started, Stdio, hooks};
 use crate::state::{Timestamp, process_start_time, write_atomic};
@@ -95,8 +95,11 @@ pub fn cgroup_path(spec: &Spec, id: &str, systemd: bool) -> String {
     }
 }
 
-/// Runs the prestart and createRuntime hooks and passes the console on.
+/// Runs the prestart and createRuntime hooks, passes the console on, and puts the init's pid
+/// into the provisional record.
 struct CreateEvents<'a> {
+    store: &'a Store,
+    provisional: Record,
     console_socket: Option<&'a Path>,
     console_size: Option<(u64, u64)>,
     create_hooks: Vec<Hook>,
@@ -104,6 +107,15 @@ struct CreateEvents<'a> {
 }
 
 impl StartEvents for CreateEvents<'_> {
+    /// The init exists: `state` shows its pid, and a `delete` after this create died finds it.
+    fn host_setup(&mut self, pid: Pid) -> Result<(), String> {
+        self.provisional.pid = pid.as_raw();
+        self.provisional.pid_start_time = process_start_time(pid.as_raw());
+        self.store
+            .save_provisional(&self.provisional)
+            .map_err(|e| e.to_string())
+    }
+
     fn console(&mut self, master: &OwnedFd) -> Result<(), String> {
         if let Some((height, width)) = self.console_size {
             let size = libc::winsize {
@@ -136,16 +148,17 @@ impl StartEvents for CreateEvents<'_> {
 }
 
 /// Creates the container; returns its record and the engine's handle on the waiting init.
+/// Whatever fails, nothing of the container is left.
 pub fn create(store: &Store, args: &CreateArgs) -> Result<(Record, Started), OciError> {
-    let dir = store.reserve(&args.id)?;
-    let made = create_in(store, args, &dir);
+    store.reserve(&args.id)?;
+    let made = create_in(store, args);
     if made.is_err() {
         let _ = store.remove(&args.id);
     }
     made
 }
 
-fn create_in(store: &Store, args: &CreateArgs, dir: &Path) -> Result<(Record, Started), OciError> {
+fn create_in(store: &Store, args: &CreateArgs) -> Result<(Record, Started), OciError> {
     let bundle = args
         .bundle
         .canonicalize()
@@ -162,22 +175,29 @@ fn create_in(store: &Store, args: &CreateArgs, dir: &Path) -> Result<(Record, St
     if let Some(linux) = spec.linux_mut() {
         linux.set_cgroups_path(Some(PathBuf::from(&cgroup)));
     }
-
-    let fifo = store.fifo(&args.id);
-    let c_fifo = std::ffi::CString::new(fifo.to_string_lossy().as_bytes())
-        .map_err(|_| OciError::InvalidId(args.id.clone()))?;
-    // SAFETY: mkfifo with a NUL-terminated path.
-    if unsafe { libc::mkfifo(c_fifo.as_ptr(), 0o622) } != 0 {
-        return Err(OciError::io("create the exec fifo")(
-            std::io::Error::last_os_error(),
-        ));
-    }
-
     let hooks = spec.hooks().clone().unwrap_or_default();
     let annotations = spec.annotations().clone().unwrap_or_default();
+    let mut record = Record {
+        id: args.id.clone(),
+        bundle: bundle.clone(),
+        pid: 0,
+        pid_start_time: None,
+        created: Timestamp::now(),
+        annotations: annotations.clone(),
+        cgroup_path: Some(cgroup),
+        poststart: hooks.poststart().clone().unwrap_or_default(),
+        poststop: hooks.poststop().clone().unwrap_or_default(),
+        creating: Some(Creator::me()),
+    };
+    // From here until the final record replaces it, `state` and `list` say "creating".
+    store.save_provisional(&record)?;
+    make_exec_fifo(&store.fifo(&args.id))?;
+
     let mut create_hooks = hooks.prestart().clone().unwrap_or_default();
     create_hooks.extend(hooks.create_runtime().clone().unwrap_or_default());
     let mut events = CreateEvents {
+        store,
+        provisional: record.clone(),
         console_socket: args.console_socket.as_deref(),
         console_size: process.console_size().map(|b| (b.height(), b.width())),
         create_hooks,
@@ -187,12 +207,12 @@ fn create_in(store: &Store, args: &CreateArgs, dir: &Path) -> Result<(Record, St
             status: "creating".into(),
             pid: None,
             bundle: bundle.display().to_string(),
-            annotations: annotations.clone(),
+            annotations,
         },
     };
     let options = StartOptions {
         detached_init: true,
-        exec_fifo: Some(fifo),
+        exec_fifo: Some(store.fifo(&args.id)),
         preserve_fds: args.preserve_fds,
         no_pivot: args.no_pivot,
         container_id: args.id.clone(),
@@ -204,23 +224,48 @@ fn create_in(store: &Store, args: &CreateArgs, dir: &Path) -> Result<(Record, St
     };
     let started = engine::start(&spec, &bundle, stdio, &options, &mut events)?;
     let pid = started.pid.as_raw();
-    let record = Record {
-        id: args.id.clone(),
-        bundle,
-        pid,
-        pid_start_time: process_start_time(pid),
-        created: Timestamp::now(),
-        annotations,
-        cgroup_path: Some(cgroup),
-        poststart: hooks.poststart().clone().unwrap_or_default(),
-        poststop: hooks.poststop().clone().unwrap_or_default(),
-    };
-    store.save(&record)?;
-    if let Some(path) = &args.pid_file {
-        write_pid_file(path, pid)?;
+    record.pid = pid;
+    record.pid_start_time = process_start_time(pid);
+    record.created = Timestamp::now();
+    record.creating = None;
+    if let Err(e) = publish(store, &record, args.pid_file.as_deref()) {
+        abandon(started);
+        return Err(e);
     }
-    let _ = dir;
     Ok((record, started))
+}
+
+/// runc's exec FIFO: the init blocks opening it for writing until `start` opens it to read.
+fn make_exec_fifo(fifo: &Path) -> Result<(), OciError> {
+    let c_fifo = std::ffi::CString::new(fifo.to_string_lossy().as_bytes())
+        .map_err(|_| OciError::InvalidConfig(format!("exec fifo path {}", fifo.display())))?;
+    // SAFETY: mkfifo with a NUL-terminated path.
+    if unsafe { libc::mkfifo(c_fifo.as_ptr(), 0o622) } != 0 {
+        return Err(OciError::io("create the exec fifo")(
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
+/// The final record (replacing the provisional one atomically: "created" from now on) and the
+/// pid file.
+fn publish(store: &Store, record: &Record, pid_file: Option<&Path>) -> Result<(), OciError> {
+    store.save(record)?;
+    if let Some(path) = pid_file {
+        write_pid_file(path, record.pid)?;
+    }
+    Ok(())
+}
+
+/// Undoes a started container when create fails after the engine returned: the init is still
+/// this process's child, so it is killed and reaped before its cgroup goes.
+fn abandon(started: Started) {
+    let _ = nix::sys::signal::kill(started.pid, nix::sys::signal::Signal::SIGKILL);
+    let _ = nix::sys::wait::waitpid(started.pid, None);
+    if let Some(cgroup) = &started.cgroup {
+        let _ = cgroup.destroy();
+    }
 }
 
 /// Pid files are read by other programs at any moment: written atomically.

@@ -8,7 +8,7 @@ use nix::sys::signal::{Signal, kill as send_signal};
 use nix::unistd::Pid;
 
 use super::OciError;
-use super::state::{Record, Status, Store, state_json};
+use super::state::{Creator, Record, Status, Store, init_alive, state_json};
 use crate::cgroups::{self, CgroupManager, Layout, Resources};
 use crate::engine::hooks;
 
@@ -120,8 +120,15 @@ pub fn state(store: &Store, id: &str) -> Result<serde_json::Value, OciError> {
 pub fn kill(store: &Store, id: &str, signal: Signal, all: bool) -> Result<(), OciError> {
     let record = store.load(id)?;
     let status = store.status(&record);
-    if status == Status::Stopped {
-        return Err(bad_status(&record, status, "there is no process to signal"));
+    match status {
+        Status::Stopped => {
+            return Err(bad_status(&record, status, "there is no process to signal"));
+        }
+        // Runtime spec: only a created or running container takes signals.
+        Status::Creating => {
+            return Err(bad_status(&record, status, "wait for create to finish"));
+        }
+        _ => {}
     }
     if all {
         if let Some(cgroup) = cgroup_of(&record)? {
@@ -149,9 +156,21 @@ pub fn delete(store: &Store, id: &str, force: bool) -> Result<(), OciError> {
     let status = store.status(&record);
     let cgroup = cgroup_of(&record)?;
     match status {
-        Status::Stopped => {}
-        // A created container never ran its user's program: deleting it is allowed.
-        Status::Created => kill_everything(&record, cgroup.as_deref()),
+        Status::Stopped if record.creating.is_none() => {}
+        // A created container never ran its user's program, and a half-created one's create
+        // died (its init may still wait): deleting them is allowed.
+        Status::Stopped | Status::Created => kill_everything(&record, cgroup.as_deref()),
+        Status::Creating if force => {
+            stop_creator(&record);
+            kill_everything(&record, cgroup.as_deref());
+        }
+        Status::Creating => {
+            return Err(bad_status(
+                &record,
+                status,
+                "wait for create to finish, or use --force",
+            ));
+        }
         _ if force => {
             if status == Status::Paused {
                 if let Some(c) = cgroup.as_deref() {
@@ -175,19 +194,34 @@ pub fn delete(store: &Store, id: &str, force: bool) -> Result<(), OciError> {
     store.remove(id)
 }
 
-/// SIGKILL to the init and everything in its cgroup, and a bounded wait for them to go.
+/// SIGKILL to the init and everything in its cgroup, and a bounded wait for them to go. The
+/// init is signalled only while its pid still names it (never pid 0: that is our own group).
 fn kill_everything(record: &Record, cgroup: Option<&dyn CgroupManager>) {
-    let _ = send_signal(Pid::from_raw(record.pid), Signal::SIGKILL);
+    if init_alive(record) {
+        let _ = send_signal(Pid::from_raw(record.pid), Signal::SIGKILL);
+    }
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let members = cgroup.and_then(|c| c.pids().ok()).unwrap_or_default();
         for pid in &members {
             let _ = send_signal(Pid::from_raw(*pid), Signal::SIGKILL);
         }
-        let init_alive = crate::state::process_start_time(record.pid) == record.pid_start_time;
-        if (members.is_empty() && !init_alive) || Instant::now() > deadline {
+        if (members.is_empty() && !init_alive(record)) || Instant::now() > deadline {
             return;
         }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// `delete --force` during create: the create process goes first, so that it cannot go on to
+/// write the final record or start more of the container; bounded wait for it to die.
+fn stop_creator(record: &Record) {
+    let Some(creator) = record.creating.filter(Creator::alive) else {
+        return;
+    };
+    let _ = send_signal(Pid::from_raw(creator.pid), Signal::SIGKILL);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while creator.alive() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(5));
     }
 }

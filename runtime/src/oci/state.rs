@@ -1,7 +1,8 @@
 //! What carton-runtime keeps about a container between its commands (`<root>/<id>/`):
 //! `state.json` (pid, bundle, cgroup, the hooks run after create) and `exec.fifo` while the
-//! container waits for `start`. The status is derived, never stored: from whether the init
-//! lives, whether its FIFO is still there, and whether its cgroup is frozen.
+//! container waits for `start`. The status is derived, never stored: from whether its `create`
+//! is still at work (a provisional record names that process), whether the init lives,
+//! whether its FIFO is still there, and whether its cgroup is frozen.
 
 use std::collections::HashMap;
 use std::fs;
@@ -30,6 +31,33 @@ pub struct Record {
     pub poststart: Vec<Hook>,
     #[serde(default)]
     pub poststop: Vec<Hook>,
+    /// Set in the provisional record `create` writes before the engine starts, gone from the
+    /// final one: the container is "creating" while this process lives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creating: Option<Creator>,
+}
+
+/// The `create` process building a container, by pid and start time (a recycled pid is not
+/// mistaken for it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Creator {
+    pub pid: i32,
+    pub start_time: Option<u64>,
+}
+
+impl Creator {
+    /// The current process.
+    pub fn me() -> Creator {
+        let pid = std::process::id() as i32;
+        Creator {
+            pid,
+            start_time: process_start_time(pid),
+        }
+    }
+
+    pub fn alive(&self) -> bool {
+        self.start_time.is_some() && process_start_time(self.pid) == self.start_time
+    }
 }
 
 /// OCI statuses.
@@ -111,6 +139,18 @@ impl Store {
             .map_err(OciError::io("write state.json"))
     }
 
+    /// Writes the provisional record of a create under way. Atomic (readers see it whole) but
+    /// not synced: the final record replaces it within the create, and after a crash an empty
+    /// one is what `delete --force` removes anyway.
+    pub fn save_provisional(&self, record: &Record) -> Result<(), OciError> {
+        state::write_json_atomic_with(
+            &self.dir(&record.id).join("state.json"),
+            record,
+            state::Durability::Volatile,
+        )
+        .map_err(OciError::io("write state.json"))
+    }
+
     pub fn load(&self, id: &str) -> Result<Record, OciError> {
         check_id(id)?;
         let path = self.dir(id).join("state.json");
@@ -150,8 +190,16 @@ impl Store {
     }
 
     pub fn status(&self, record: &Record) -> Status {
-        let alive = record.pid > 0 && process_start_time(record.pid) == record.pid_start_time;
-        if !alive {
+        if let Some(creator) = &record.creating {
+            // A create that died half-way made nothing that could still become a container:
+            // what it left (an init, a cgroup) is for `delete` to clear.
+            return if creator.alive() {
+                Status::Creating
+            } else {
+                Status::Stopped
+            };
+        }
+        if !init_alive(record) {
             return Status::Stopped;
         }
         if self.fifo(&record.id).exists() {
@@ -170,6 +218,11 @@ impl Store {
     }
 }
 
+/// Whether the record's init (pid and start time) is alive; a record without one has none.
+pub fn init_alive(record: &Record) -> bool {
+    record.pid > 0 && process_start_time(record.pid) == record.pid_start_time
+}
+
 /// The OCI `state` document.
 pub fn state_json(record: &Record, status: Status) -> serde_json::Value {
     let mut v = serde_json::json!({
@@ -179,10 +232,12 @@ pub fn state_json(record: &Record, status: Status) -> serde_json::Value {
         "bundle": record.bundle,
         "created": record.created.to_rfc3339(),
     });
-    if status != Status::Stopped {
-        v["pid"] = serde_json::json!(record.pid);
-    } else {
-        v["pid"] = serde_json::json!(0);
+    // The pid is required once created (runtime spec); while creating it is given once the
+    // init exists.
+    match status {
+        Status::Stopped => v["pid"] = serde_json::json!(0),
+        Status::Creating if record.pid <= 0 => {}
+        _ => v["pid"] = serde_json::json!(record.pid),
     }
     if !record.annotations.is_empty() {
         v["annotations"] = serde_json::json!(record.annotations);
@@ -220,6 +275,7 @@ mod tests {
             cgroup_path: None,
             poststart: vec![],
             poststop: vec![],
+            creating: None,
         };
         store.save(&record).unwrap();
         let loaded = store.load("c1").unwrap();
@@ -228,5 +284,38 @@ mod tests {
         assert_eq!(store.ids().unwrap(), ["c1"]);
         store.remove("c1").unwrap();
         assert!(matches!(store.load("c1"), Err(OciError::NotFound(_))));
+    }
+
+    #[test]
+    fn a_provisional_record_is_creating_while_its_creator_lives() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        store.reserve("c2").unwrap();
+        let mut record = Record {
+            id: "c2".into(),
+            bundle: "/b".into(),
+            pid: 0,
+            pid_start_time: None,
+            created: Timestamp::now(),
+            annotations: HashMap::new(),
+            cgroup_path: None,
+            poststart: vec![],
+            poststop: vec![],
+            creating: Some(Creator::me()),
+        };
+        store.save_provisional(&record).unwrap();
+        let loaded = store.load("c2").unwrap();
+        assert_eq!(store.status(&loaded), Status::Creating);
+        let json = state_json(&loaded, Status::Creating);
+        assert_eq!(json["status"], "creating");
+        assert!(json.get("pid").is_none(), "no init yet, no pid: {json}");
+        assert_eq!(store.ids().unwrap(), ["c2"]);
+        // A creator that is gone (its start time no longer matches) left a stopped leftover.
+        record.creating = Some(Creator {
+            pid: std::process::id() as i32,
+            start_time: Some(1),
+        });
+        store.save_provisional(&record).unwrap();
+        assert_eq!(store.status(&store.load("c2").unwrap()), Status::Stopped);
     }
 }
