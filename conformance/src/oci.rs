@@ -308,6 +308,19 @@ impl OciHost {
     /// not a JSON object with `level` and `msg`.
     #[track_caller]
     pub fn logged_errors(&self) -> Vec<String> {
+        self.logged("error")
+    }
+
+    /// The `--log` file's entries with level "warning" (their messages).
+    #[track_caller]
+    pub fn logged_warnings(&self) -> Vec<String> {
+        self.logged("warning")
+    }
+
+    /// The `--log` file's entries at `wanted` level (their messages); panics on a line that is
+    /// not a JSON object with `level` and `msg`.
+    #[track_caller]
+    fn logged(&self, wanted: &str) -> Vec<String> {
         let mut errors = Vec::new();
         for line in self.log_text().lines().filter(|l| !l.trim().is_empty()) {
             let entry: Value = serde_json::from_str(line)
@@ -318,7 +331,7 @@ impl OciHost {
                 level.is_some() && msg.is_some(),
                 "--log line without level/msg: {line}"
             );
-            if level == Some("error") {
+            if level == Some(wanted) {
                 errors.push(msg.unwrap().to_string());
             }
         }

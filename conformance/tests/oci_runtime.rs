@@ -492,6 +492,51 @@ fn half_created_containers_can_be_deleted() {
     oci.finish();
 }
 
+/// `--systemd-cgroup` is accepted: the container's cgroup is made through cgroupfs, and carton
+/// says so once, at create, in the --log file and on stderr — that systemd is not running and it
+/// falls back to cgroupfs, or, on a systemd host, that its systemd driver is not implemented.
+/// The other commands of the container stay quiet. Carton only: runc's systemd driver needs a
+/// running systemd.
+#[test]
+fn systemd_cgroup_warns_once_at_create() {
+    let Some(oci) = OciHost::new(Runtime::Carton) else {
+        return;
+    };
+    let expected = if Path::new("/run/systemd/system").exists() {
+        "systemd cgroup driver is not implemented"
+    } else {
+        "falls back to cgroupfs"
+    };
+    let bundle = oci.bundle("sd", &["sleep", "1000"], |_| {});
+    let bundle = bundle.to_str().unwrap();
+    let (status, err) = oci.run_leaving_process(
+        "sd",
+        ["--systemd-cgroup", "create", "--bundle", bundle, "sd"],
+    );
+    assert!(status.success(), "{err}\n{}", oci.log_text());
+    assert!(
+        !oci.cgroup_dirs("sd").is_empty(),
+        "no cgroup at the cgroupfs path"
+    );
+    for args in [["state", "sd"], ["start", "sd"], ["state", "sd"]] {
+        oci.cmd(std::iter::once("--systemd-cgroup").chain(args))
+            .assert()
+            .success();
+    }
+    oci.cmd(["--systemd-cgroup", "delete", "--force", "sd"])
+        .assert()
+        .success();
+    let warnings = oci.logged_warnings();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains(expected), "{warnings:?}");
+    assert_eq!(
+        err.matches(expected).count(),
+        1,
+        "stderr of create: {err:?}"
+    );
+    oci.finish();
+}
+
 /// Receives the pty master a runtime sends to `--console-socket`.
 fn receive_master(listener: UnixListener) -> std::thread::JoinHandle<OwnedFd> {
     std::thread::spawn(move || {

@@ -1,6 +1,7 @@
 //! The runc command line. Errors go to stderr and, with `--log`, to the log file in the
 //! requested format (`json`: one object per line with level, msg and time — what conmon and
-//! containerd's shim read back when a command fails).
+//! containerd's shim read back when a command fails). `--systemd-cgroup` is accepted without a
+//! systemd driver behind it: create and run say so once, in the log and on stderr.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -29,8 +30,9 @@ struct Cli {
     /// Format of the --log file: text or json.
     #[arg(long, global = true, default_value = "text")]
     log_format: String,
-    /// Accepted for compatibility: cgroups are driven through cgroupfs, systemd-style paths
-    /// (slice:prefix:name) are translated.
+    /// Accepted for compatibility: carton has no systemd cgroup driver; cgroups are made
+    /// through cgroupfs, systemd-style paths (slice:prefix:name) translated. create and run
+    /// warn about it.
     #[arg(long, global = true)]
     systemd_cgroup: bool,
     /// More log output.
@@ -169,11 +171,9 @@ pub fn main() -> i32 {
         path: cli.log.clone(),
         json: cli.log_format == "json",
     };
-    if cli.systemd_cgroup {
-        log.write(
-            "warning",
-            "--systemd-cgroup: carton drives cgroupfs; systemd paths are translated",
-        );
+    // Said where a cgroup is made, not on every command: clients pass the flag to all of them.
+    if cli.systemd_cgroup && matches!(cli.command, Command::Create(_) | Command::Run { .. }) {
+        log.warn(systemd_cgroup_warning(systemd_is_init()));
     }
     let store = Store::new(&cli.root);
     match dispatch(&store, &cli) {
@@ -324,6 +324,25 @@ fn dispatch(store: &Store, cli: &Cli) -> Result<i32, OciError> {
     }
 }
 
+/// Whether systemd is the init system: the test of sd_booted(3).
+fn systemd_is_init() -> bool {
+    Path::new("/run/systemd/system").is_dir()
+}
+
+/// What `--systemd-cgroup` gets. Without systemd, cgroupfs is the only choice and the flag a
+/// mistake of the caller's configuration; with systemd, the honest news is that the cgroup is
+/// not a systemd unit, so systemd neither knows nor manages it.
+fn systemd_cgroup_warning(systemd_running: bool) -> &'static str {
+    if systemd_running {
+        "--systemd-cgroup: carton's systemd cgroup driver is not implemented; the container's \
+         cgroup is made through cgroupfs at the translated path (slice:prefix:name -> \
+         /slice/prefix-name.scope), not as a systemd unit"
+    } else {
+        "--systemd-cgroup: systemd is not running (no /run/systemd/system); carton falls back \
+         to cgroupfs"
+    }
+}
+
 fn create_args(f: &CreateFlags, systemd_cgroup: bool) -> CreateArgs {
     CreateArgs {
         id: f.id.clone(),
@@ -373,6 +392,12 @@ struct Log {
 }
 
 impl Log {
+    /// A warning for whoever reads: the log file of the client, and stderr.
+    fn warn(&self, message: &str) {
+        self.write("warning", message);
+        eprintln!("carton-runtime: warning: {message}");
+    }
+
     fn write(&self, level: &str, message: &str) {
         let Some(path) = &self.path else {
             return;
@@ -397,6 +422,12 @@ impl Log {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    #[test]
+    fn systemd_cgroup_warnings_say_what_happens() {
+        assert!(systemd_cgroup_warning(false).contains("falls back to cgroupfs"));
+        assert!(systemd_cgroup_warning(true).contains("driver is not implemented"));
+    }
 
     #[test]
     fn command_line_is_consistent() {
