@@ -3,7 +3,8 @@
 //!
 //! Every scenario runs twice: against carton-runtime and against runc, the reference. Both
 //! must give the same observable results; a difference is a carton bug (or, rarely, a place
-//! where the assertion is too strict for one of them, and the comment says why).
+//! where the assertion is too strict for one of them, and the comment says why). The few
+//! carton-only scenarios say why runc has nothing to compare.
 
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
