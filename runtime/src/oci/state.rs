@@ -191,13 +191,19 @@ impl Store {
 
     pub fn status(&self, record: &Record) -> Status {
         if let Some(creator) = &record.creating {
+            if creator.alive() {
+                return Status::Creating;
+            }
+            // A create writes its final record before it exits: it may have done so since
+            // `record` was read.
+            if let Ok(fresh) = self.load(&record.id) {
+                if fresh.creating.is_none() {
+                    return self.status(&fresh);
+                }
+            }
             // A create that died half-way made nothing that could still become a container:
             // what it left (an init, a cgroup) is for `delete` to clear.
-            return if creator.alive() {
-                Status::Creating
-            } else {
-                Status::Stopped
-            };
+            return Status::Stopped;
         }
         if !init_alive(record) {
             return Status::Stopped;
@@ -316,6 +322,15 @@ mod tests {
             start_time: Some(1),
         });
         store.save_provisional(&record).unwrap();
-        assert_eq!(store.status(&store.load("c2").unwrap()), Status::Stopped);
+        let provisional = store.load("c2").unwrap();
+        assert_eq!(store.status(&provisional), Status::Stopped);
+        // A final record written after that read counts: its init (this test process stands
+        // in) lives and there is no FIFO, so the container runs.
+        let me = Creator::me();
+        record.creating = None;
+        record.pid = me.pid;
+        record.pid_start_time = me.start_time;
+        store.save(&record).unwrap();
+        assert_eq!(store.status(&provisional), Status::Running);
     }
 }
