@@ -494,10 +494,11 @@ fn half_created_containers_can_be_deleted() {
 }
 
 /// `--systemd-cgroup` is accepted: the container's cgroup is made through cgroupfs, and carton
-/// says so once, at create, in the --log file and on stderr — that systemd is not running and it
-/// falls back to cgroupfs, or, on a systemd host, that its systemd driver is not implemented.
-/// The other commands of the container stay quiet. Carton only: runc's systemd driver needs a
-/// running systemd.
+/// says so once, at create, in the --log file — that systemd is not running and it falls back
+/// to cgroupfs, or, on a systemd host, that its systemd driver is not implemented. Not on
+/// stderr when there is a log: a container without a terminal shares it, and the warning would
+/// open the container's output. The other commands of the container stay quiet. Carton only:
+/// runc's systemd driver needs a running systemd.
 #[test]
 fn systemd_cgroup_warns_once_at_create() {
     let Some(oci) = OciHost::new(Runtime::Carton) else {
@@ -530,11 +531,7 @@ fn systemd_cgroup_warns_once_at_create() {
     let warnings = oci.logged_warnings();
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(warnings[0].contains(expected), "{warnings:?}");
-    assert_eq!(
-        err.matches(expected).count(),
-        1,
-        "stderr of create: {err:?}"
-    );
+    assert!(!err.contains(expected), "stderr of create: {err:?}");
     oci.finish();
 }
 

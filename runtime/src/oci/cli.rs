@@ -1,7 +1,7 @@
 //! The runc command line. Errors go to stderr and, with `--log`, to the log file in the
 //! requested format (`json`: one object per line with level, msg and time — what conmon and
 //! containerd's shim read back when a command fails). `--systemd-cgroup` is accepted without a
-//! systemd driver behind it: create and run say so once, in the log and on stderr.
+//! systemd driver behind it: create and run say so once, in the log (on stderr without one).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -393,9 +393,15 @@ struct Log {
 
 impl Log {
     /// A warning for whoever reads: the log file of the client, and stderr.
+    /// Into the --log file when there is one (where podman and containerd look); on stderr
+    /// only without it: a container without a terminal shares the runtime's stderr, and a
+    /// warning there would become the first line of the container's output.
     fn warn(&self, message: &str) {
-        self.write("warning", message);
-        eprintln!("carton-runtime: warning: {message}");
+        if self.path.is_some() {
+            self.write("warning", message);
+        } else {
+            eprintln!("carton-runtime: warning: {message}");
+        }
     }
 
     fn write(&self, level: &str, message: &str) {
