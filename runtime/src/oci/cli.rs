@@ -171,12 +171,8 @@ pub fn main() -> i32 {
         path: cli.log.clone(),
         json: cli.log_format == "json",
     };
-    // Said where a cgroup is made, not on every command: clients pass the flag to all of them.
-    if cli.systemd_cgroup && matches!(cli.command, Command::Create(_) | Command::Run { .. }) {
-        log.warn(systemd_cgroup_warning(systemd_is_init()));
-    }
     let store = Store::new(&cli.root);
-    match dispatch(&store, &cli) {
+    match prepare(&cli, &log).and_then(|()| dispatch(&store, &cli)) {
         Ok(code) => code,
         Err(e) => {
             let message = e.to_string();
@@ -187,11 +183,21 @@ pub fn main() -> i32 {
     }
 }
 
-fn dispatch(store: &Store, cli: &Cli) -> Result<i32, OciError> {
+/// Before any command's work: the re-execution from a read-only binary first (everything
+/// before it happens twice), then the warnings.
+fn prepare(cli: &Cli, log: &Log) -> Result<(), OciError> {
     if matches!(cli.command, Command::Create(_) | Command::Exec { .. }) {
         // Their processes wait or start inside the container still running carton's code.
         crate::engine::sealed_exe::ensure()?;
     }
+    // Said where a cgroup is made, not on every command: clients pass the flag to all of them.
+    if cli.systemd_cgroup && matches!(cli.command, Command::Create(_) | Command::Run { .. }) {
+        log.warn(systemd_cgroup_warning(systemd_is_init()));
+    }
+    Ok(())
+}
+
+fn dispatch(store: &Store, cli: &Cli) -> Result<i32, OciError> {
     match &cli.command {
         Command::Create(f) => {
             create(store, &create_args(f, cli.systemd_cgroup))?;
