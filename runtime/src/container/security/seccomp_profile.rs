@@ -432,7 +432,8 @@ pub fn default_profile(capabilities: &BTreeSet<String>) -> LinuxSeccomp {
 }
 
 /// docker's profile format (`--security-opt seccomp=FILE`): like the OCI section, plus
-/// `includes`/`excludes` conditions on capabilities and architectures, `name` besides `names`.
+/// `includes`/`excludes` conditions on capabilities, architectures and the kernel version
+/// (`minKernel`), `name` besides `names`.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct DockerProfile {
@@ -462,11 +463,39 @@ struct DockerSyscall {
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct Filter {
     #[serde(default)]
     caps: Vec<String>,
     #[serde(default)]
     arches: Vec<String>,
+    /// "MAJOR.MINOR": includes → the rule needs at least this kernel; excludes → the rule is
+    /// dropped from this kernel on.
+    #[serde(default)]
+    min_kernel: Option<String>,
+}
+
+/// "5.10", or a uname release such as "6.1.0-13-amd64" → (major, minor).
+fn kernel_version(text: &str) -> Option<(u32, u32)> {
+    let mut parts = text.split(|c: char| !c.is_ascii_digit());
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
+/// The running kernel's (major, minor), from uname.
+fn running_kernel() -> Option<(u32, u32)> {
+    let uname = nix::sys::utsname::uname().ok()?;
+    kernel_version(&uname.release().to_string_lossy())
+}
+
+/// Whether `kernel` is at least the filter's minKernel; an unreadable minKernel is an error.
+fn at_least(min: &Option<String>, kernel: Option<(u32, u32)>) -> Result<Option<bool>, String> {
+    let Some(min) = min else { return Ok(None) };
+    let wanted =
+        kernel_version(min).ok_or_else(|| format!("minKernel {min:?} is not MAJOR.MINOR"))?;
+    let kernel = kernel.ok_or("cannot read the running kernel's version for minKernel")?;
+    Ok(Some(kernel >= wanted))
 }
 
 fn arch_matches(arches: &[String]) -> bool {
@@ -481,14 +510,24 @@ pub fn from_docker_json(
     text: &str,
     capabilities: &BTreeSet<String>,
 ) -> Result<LinuxSeccomp, String> {
+    from_docker_json_for(text, capabilities, running_kernel())
+}
+
+fn from_docker_json_for(
+    text: &str,
+    capabilities: &BTreeSet<String>,
+    kernel: Option<(u32, u32)>,
+) -> Result<LinuxSeccomp, String> {
     let profile: DockerProfile =
         serde_json::from_str(text).map_err(|e| format!("not a seccomp profile: {e}"))?;
     let mut syscalls = Vec::new();
     for rule in profile.syscalls {
         let includes_ok = rule.includes.caps.iter().all(|c| capabilities.contains(c))
-            && (rule.includes.arches.is_empty() || arch_matches(&rule.includes.arches));
+            && (rule.includes.arches.is_empty() || arch_matches(&rule.includes.arches))
+            && at_least(&rule.includes.min_kernel, kernel)? != Some(false);
         let excluded = rule.excludes.caps.iter().any(|c| capabilities.contains(c))
-            || (!rule.excludes.arches.is_empty() && arch_matches(&rule.excludes.arches));
+            || (!rule.excludes.arches.is_empty() && arch_matches(&rule.excludes.arches))
+            || at_least(&rule.excludes.min_kernel, kernel)? == Some(true);
         if !includes_ok || excluded {
             continue;
         }
@@ -603,6 +642,31 @@ mod tests {
             .collect();
         assert_eq!(names, ["read", "mount"]);
         assert!(from_docker_json("{not json", &caps(&[])).is_err());
+
+        let by_kernel = r#"{
+            "defaultAction": "SCMP_ACT_ERRNO",
+            "syscalls": [
+                {"names": ["new_call"], "action": "SCMP_ACT_ALLOW", "includes": {"minKernel": "5.12"}},
+                {"names": ["old_workaround"], "action": "SCMP_ACT_ALLOW", "excludes": {"minKernel": "5.12"}}
+            ]
+        }"#;
+        let names_on = |kernel| -> Vec<String> {
+            from_docker_json_for(by_kernel, &caps(&[]), kernel)
+                .unwrap()
+                .syscalls()
+                .iter()
+                .flatten()
+                .flat_map(|s| s.names().clone())
+                .collect()
+        };
+        assert_eq!(names_on(Some((5, 10))), ["old_workaround"]);
+        assert_eq!(names_on(Some((5, 12))), ["new_call"]);
+        assert_eq!(names_on(Some((6, 1))), ["new_call"]);
+        let bad = r#"{"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [
+            {"names": ["x"], "action": "SCMP_ACT_ALLOW", "includes": {"minKernel": "five"}}]}"#;
+        assert!(from_docker_json_for(bad, &caps(&[]), Some((6, 1))).is_err());
+        assert_eq!(kernel_version("6.1.0-13-amd64"), Some((6, 1)));
+        assert_eq!(kernel_version("6.18.44-fc-v595"), Some((6, 18)));
         assert!(from_docker_json(r#"{"defaultAction": "SCMP_ACT_NOPE"}"#, &caps(&[])).is_err());
     }
 }
