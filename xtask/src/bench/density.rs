@@ -3,7 +3,8 @@
 //! supervisor, podman's conmon — from /proc/<pid>/smaps_rollup: RSS, PSS (shared pages divided
 //! among their users, so 100 supervisors sharing one binary show what each really costs),
 //! anonymous memory. runc and crun `run -d` leave no supervisor: their start time is shown,
-//! their memory is not applicable.
+//! their memory is not applicable. With all of them running, `ps -a` is timed too (carton reads
+//! every container's record and checks that its process lives; podman asks its database).
 
 use std::time::Instant;
 
@@ -33,8 +34,13 @@ struct Tool {
     /// Milliseconds per start, all rounds.
     each: Vec<f64>,
     memory: Memory,
+    /// Milliseconds per `ps -a` with all containers of the round running.
+    ps: Vec<f64>,
     error: Option<String>,
 }
+
+/// `ps -a` samples per round.
+const PS_SAMPLES: usize = 10;
 
 pub fn rows(b: &Bench, containers: usize, rounds: usize) -> Vec<Row> {
     let sleep = ["sleep", "1000000"];
@@ -155,7 +161,40 @@ pub fn rows(b: &Bench, containers: usize, rounds: usize) -> Vec<Row> {
             row.lines.push(line);
         }
     }
-    for row in [&mut start, &mut rss, &mut pss] {
+    let mut ps = Row::new(
+        "density",
+        "4d",
+        &format!("`ps -a` with {containers} running containers"),
+        "ms",
+        Better::Lower,
+    );
+    for t in tools
+        .iter()
+        .filter(|t| t.name == "carton" || t.name == "podman")
+    {
+        let role = if t.name == "carton" {
+            Role::Carton
+        } else {
+            Role::Peer
+        };
+        let result = match &t.error {
+            Some(e) => Err(e.clone()),
+            None => Stats::of(t.ps.clone()).ok_or_else(|| "no sample".to_string()),
+        };
+        let command = format!("{} ps -a", t.name);
+        ps.lines.push(Line::from_result(
+            t.name,
+            &command,
+            role,
+            command.clone(),
+            result,
+        ));
+    }
+    ps.notes.push(format!(
+        "{PS_SAMPLES} runs per round, while the round's {containers} containers run; stdout \
+         discarded"
+    ));
+    for row in [&mut start, &mut rss, &mut pss, &mut ps] {
         row.compute_ratios();
     }
     let each = |name: &str| {
@@ -192,7 +231,7 @@ pub fn rows(b: &Bench, containers: usize, rounds: usize) -> Vec<Row> {
         ));
     }
     pss.notes.push("runc and crun leave no supervisor process (`run -d` reparents the container), so they have no memory line.".into());
-    vec![start, rss, pss]
+    vec![start, rss, pss, ps]
 }
 
 fn tool(name: &'static str, label: &'static str, inv: Result<Invocation, String>) -> Tool {
@@ -203,6 +242,7 @@ fn tool(name: &'static str, label: &'static str, inv: Result<Invocation, String>
         totals: Vec::new(),
         each: Vec::new(),
         memory: Memory::default(),
+        ps: Vec::new(),
         error: inv.err(),
     }
 }
@@ -270,13 +310,27 @@ fn one_round(b: &Bench, t: &mut Tool, n: usize) -> Result<(), String> {
     if result.is_ok() {
         t.totals.push(total);
         if (t.name == "carton" || t.name == "podman")
-            && let Err(e) = read_supervisors(b, t, &ids)
+            && let Err(e) = read_supervisors(b, t, &ids).and_then(|()| time_ps(b, t, &log))
         {
             result = Err(e);
         }
     }
     remove_all(b, t.name, &ids);
     result
+}
+
+/// Times `ps -a` of carton or podman [`PS_SAMPLES`] times.
+fn time_ps(b: &Bench, t: &mut Tool, log: &std::path::Path) -> Result<(), String> {
+    let inv = match t.name {
+        "carton" => b.carton(),
+        _ => b.podman()?,
+    }
+    .args(["ps", "-a"]);
+    for _ in 0..PS_SAMPLES {
+        let took = inv.time(log)?;
+        t.ps.push(took.as_secs_f64() * 1e3);
+    }
+    Ok(())
 }
 
 /// Runs a detached start: stdout is the id for carton and podman; an error carries stderr.
