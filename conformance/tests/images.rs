@@ -147,6 +147,86 @@ fn a_commit_of_a_commit_stacks_three_layers() {
 }
 
 #[test]
+fn commit_carries_the_containers_config_and_change_instructions_override_it() {
+    let Some(ct) = Carton::with_busybox() else {
+        return;
+    };
+    // No command: the image's CMD (sh) runs, reading its script from stdin.
+    ct.run(["-i", "--name", "configured", "--network", "none"])
+        .args(["-e", "K=V", "-w", "/some/dir", "busybox"])
+        .write_stdin("echo content > file\n")
+        .stdout_ok();
+    ct.commit(&["configured", "carried:1"]);
+
+    let parent = ct.inspect_image("busybox");
+    let config = &ct.inspect_image("carried:1")["Config"];
+    assert_eq!(config["Cmd"], parent["Config"]["Cmd"], "{config}");
+    assert_eq!(config["Cmd"], serde_json::json!(["sh"]));
+    assert_eq!(config["WorkingDir"], "/some/dir", "{config}");
+    let env: Vec<&str> = config["Env"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no Env in {config}"))
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    assert!(env.contains(&"K=V"), "{env:?}");
+    assert!(env.iter().any(|e| e.starts_with("PATH=")), "{env:?}");
+    assert!(
+        !env.iter().any(|e| e.starts_with("HOSTNAME=")),
+        "a container's hostname is not the image's: {env:?}"
+    );
+
+    // A container of it without a command: sh again, in /some/dir, with K.
+    let out = ct
+        .run(["-i", "--rm", "--network", "none", "carried:1"])
+        .write_stdin("echo \"K=$K\"; pwd; cat file\n")
+        .stdout_ok();
+    assert_eq!(lines(&out), ["K=V", "/some/dir", "content"]);
+
+    // --change instructions apply on top of what the container carried.
+    let id = ct.commit(&[
+        "-m",
+        "with changes",
+        "-c",
+        r#"CMD ["echo","hi"]"#,
+        "-c",
+        "ENV X=1",
+        "-c",
+        "WORKDIR /tmp",
+        "configured",
+        "carried:2",
+    ]);
+    let config = &ct.inspect_image("carried:2")["Config"];
+    assert_eq!(config["Cmd"], serde_json::json!(["echo", "hi"]));
+    assert_eq!(config["WorkingDir"], "/tmp");
+    assert_eq!(
+        ct.run_ok(["--rm", "--network", "none", "carried:2"]),
+        "hi\n"
+    );
+    let out = ct.run_ok([
+        "--rm",
+        "--network",
+        "none",
+        "carried:2",
+        "sh",
+        "-c",
+        "echo \"X=$X K=$K\"; pwd; cat /some/dir/file",
+    ]);
+    assert_eq!(lines(&out), ["X=1 K=V", "/tmp", "content"]);
+
+    // history: the new layer, with its message, above busybox's.
+    let rows = ct.history_rows("carried:2");
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(rows[0][0], id);
+    assert_eq!(rows[0][1], "sh", "created by the container's command");
+    assert_eq!(rows[0][3], "with changes");
+    assert_ne!(rows[0][2], "0B", "the layer holds /some/dir/file: {rows:?}");
+    assert_eq!(rows[1][0], ct.busybox_id());
+    ct.cmd().args(["rm", "configured"]).stdout_ok();
+    ct.finish();
+}
+
+#[test]
 fn committing_a_running_container_freezes_it_and_thaws_it() {
     let Some(ct) = Carton::with_busybox() else {
         return;

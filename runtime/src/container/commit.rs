@@ -191,6 +191,104 @@ impl Drop for Frozen {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use oci_spec::runtime::{ProcessBuilder, UserBuilder};
+
+    /// An image whose config is `config`, without layers (so without /etc/passwd).
+    fn image(config: Config) -> Image {
+        let mut image_config = ImageConfiguration::default();
+        image_config.set_config(Some(config));
+        Image {
+            id: format!("sha256:{}", "0".repeat(64)),
+            references: Vec::new(),
+            config: image_config,
+            layers: Vec::new(),
+            size: 0,
+        }
+    }
+
+    /// A container spec whose process ran `args` in `cwd` with `env`, as root.
+    fn spec(args: &[&str], cwd: &str, env: &[&str]) -> Spec {
+        let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let process = ProcessBuilder::default()
+            .args(strings(args))
+            .cwd(cwd)
+            .env(strings(env))
+            .user(UserBuilder::default().uid(0u32).gid(0u32).build().unwrap())
+            .build()
+            .unwrap();
+        let mut spec = Spec::default();
+        spec.set_process(Some(process));
+        spec
+    }
+
+    fn strings(v: &[&str]) -> Option<Vec<String>> {
+        Some(v.iter().map(|s| s.to_string()).collect())
+    }
+
+    #[test]
+    fn the_containers_command_becomes_cmd_after_the_entrypoint() {
+        let mut config = Config::default();
+        config.set_cmd(strings(&["sh"]));
+        // Run with the image's command: the same CMD.
+        let carried = runtime_config(&image(config.clone()), &spec(&["sh"], "/", &[]));
+        assert_eq!(carried.cmd(), &strings(&["sh"]));
+        assert_eq!(carried.entrypoint(), &None);
+        // Run with a command of its own: that is the new CMD, as docker commits it.
+        let carried = runtime_config(&image(config), &spec(&["echo", "a"], "/", &[]));
+        assert_eq!(carried.cmd(), &strings(&["echo", "a"]));
+
+        // With an ENTRYPOINT, CMD is what followed it; the entrypoint stays.
+        let mut config = Config::default();
+        config.set_entrypoint(strings(&["/bin/tool", "--flag"]));
+        config.set_cmd(strings(&["default"]));
+        let carried = runtime_config(
+            &image(config.clone()),
+            &spec(&["/bin/tool", "--flag", "other", "arg"], "/", &[]),
+        );
+        assert_eq!(carried.entrypoint(), &strings(&["/bin/tool", "--flag"]));
+        assert_eq!(carried.cmd(), &strings(&["other", "arg"]));
+        let carried = runtime_config(
+            &image(config.clone()),
+            &spec(&["/bin/tool", "--flag"], "/", &[]),
+        );
+        assert_eq!(carried.entrypoint(), &strings(&["/bin/tool", "--flag"]));
+        assert_eq!(carried.cmd(), &Some(Vec::new()));
+        // A container whose command does not start with it (--entrypoint): no entrypoint, the
+        // whole command is CMD.
+        let carried = runtime_config(&image(config), &spec(&["sh", "-c", "x"], "/", &[]));
+        assert_eq!(carried.entrypoint(), &None);
+        assert_eq!(carried.cmd(), &strings(&["sh", "-c", "x"]));
+    }
+
+    #[test]
+    fn the_working_directory_and_environment_are_carried() {
+        let mut config = Config::default();
+        config.set_env(strings(&["PATH=/bin"]));
+        let carried = runtime_config(
+            &image(config.clone()),
+            &spec(&["sh"], "/some/dir", &["PATH=/bin", "HOSTNAME=abc", "K=V"]),
+        );
+        assert_eq!(carried.working_dir().as_deref(), Some("/some/dir"));
+        assert_eq!(carried.env(), &strings(&["PATH=/bin", "K=V"]));
+        assert_eq!(carried.user(), &None, "root stays unnamed");
+        // "/" is only written down when the image named a working directory.
+        let carried = runtime_config(&image(config.clone()), &spec(&["sh"], "/", &[]));
+        assert_eq!(carried.working_dir(), &None);
+        config.set_working_dir(Some("/srv".into()));
+        let carried = runtime_config(&image(config), &spec(&["sh"], "/", &[]));
+        assert_eq!(carried.working_dir().as_deref(), Some("/"));
+    }
+
+    #[test]
+    fn without_a_process_the_image_config_is_kept() {
+        let mut config = Config::default();
+        config.set_cmd(strings(&["sh"]));
+        config.set_working_dir(Some("/w".into()));
+        let mut spec = Spec::default();
+        spec.set_process(None);
+        let carried = runtime_config(&image(config.clone()), &spec);
+        assert_eq!(carried, config);
+    }
 
     #[test]
     fn carton_s_own_variables_are_not_committed() {
