@@ -1,5 +1,5 @@
 //! Facts about the host as the test process sees them: mount table, namespaces, processes,
-//! network interfaces, file hashes.
+//! network interfaces, file hashes and extended attributes.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -131,6 +131,58 @@ pub fn sha256_file(path: &Path) -> String {
 pub fn sha256_hex(data: &[u8]) -> String {
     let digest = Sha256::digest(data);
     digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Sets the extended attribute `name` of `path`, not following a final symlink.
+pub fn set_xattr(path: &Path, name: &str, value: &[u8]) -> std::io::Result<()> {
+    let (path, name) = c_path_and_name(path, name);
+    // SAFETY: NUL-terminated strings and a value slice that outlive the call.
+    let rc = unsafe {
+        libc::lsetxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// The value of the extended attribute `name` of `path` (not following a final symlink), or
+/// None when the entry has no such attribute.
+pub fn get_xattr(path: &Path, name: &str) -> std::io::Result<Option<Vec<u8>>> {
+    let (path, name) = c_path_and_name(path, name);
+    let mut buf = vec![0u8; 64 * 1024];
+    // SAFETY: NUL-terminated strings; the buffer is writable for its whole length.
+    let n = unsafe {
+        libc::lgetxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    if n < 0 {
+        let e = std::io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::ENODATA) => Ok(None),
+            _ => Err(e),
+        };
+    }
+    buf.truncate(n as usize);
+    Ok(Some(buf))
+}
+
+fn c_path_and_name(path: &Path, name: &str) -> (std::ffi::CString, std::ffi::CString) {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes()).expect("path without NUL");
+    let name = std::ffi::CString::new(name).expect("xattr name without NUL");
+    (path, name)
 }
 
 struct ProcInfo {

@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::cgroup;
+use crate::containers::{IDLE_UNTIL_TERM, SYNC_SH};
 use crate::host::sha256_hex;
 use crate::{Carton, is_image_id, lines};
 
@@ -157,12 +158,113 @@ pub fn base_image(ct: &Carton) -> String {
 
 /// What a changing container does to [`base_image`]'s /data: create, modify and delete files
 /// of the lower layer, replace a directory with a new one (opaque), delete a directory, change
-/// a mode and an owner, add a hard link and a symlink.
+/// a mode and an owner, add a hard link and a symlink; last, give a file, that directory and
+/// the symlink the explicit mtimes of [`MTIMES`].
 pub const CHANGES: &str = "echo more >> /data/modify && echo new > /data/new && rm /data/gone \
     && rm -rf /data/old && mkdir /data/old && echo fresh > /data/old/fresh \
     && rm -r /data/dir \
     && chmod 600 /data/mode && chown 1000:1000 /data/owned \
-    && ln /data/new /data/hard && ln -s keep /data/sym";
+    && ln /data/new /data/hard && ln -s keep /data/sym \
+    && touch -d @1600000000 /data/new && touch -d @1500000000 /data/old \
+    && touch -h -d @1400000000 /data/sym";
+
+/// The mtimes [`CHANGES`] sets (seconds since the epoch), by path below the root; `data/hard`
+/// is `data/new` under another name.
+pub const MTIMES: [(&str, i64); 4] = [
+    ("data/new", 1_600_000_000),
+    ("data/hard", 1_600_000_000),
+    ("data/old", 1_500_000_000),
+    ("data/sym", 1_400_000_000),
+];
+
+/// The extended attribute [`mark_xattrs`] gives entries of a container that ran [`CHANGES`]
+/// (busybox has no setfattr: it is set from the host, on the container's upper directory).
+pub const XATTR: (&str, &[u8]) = ("user.carton.test", b"kept \x00\xff value");
+
+/// Where [`mark_xattrs`] sets [`XATTR`]: a file (and its hard link) and a directory. (The
+/// kernel refuses `user.*` attributes on symlinks.)
+pub const XATTR_PATHS: [&str; 3] = ["data/new", "data/hard", "data/old"];
+
+/// Sets [`XATTR`] on [`XATTR_PATHS`] in the upper directory of the stopped container
+/// `container` (which ran [`CHANGES`]). False, after saying so, when the filesystem under the
+/// scenario holds no `user.*` attributes (tmpfs before Linux 6.6): nothing to check then.
+#[track_caller]
+pub fn mark_xattrs(ct: &Carton, container: &str) -> bool {
+    let id = ct.inspect(container)["Id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no Id for {container}"))
+        .to_string();
+    let upper = ct.root().join("containers").join(id).join("upper");
+    for path in XATTR_PATHS {
+        match crate::host::set_xattr(&upper.join(path), XATTR.0, XATTR.1) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+                crate::not_applicable(&format!(
+                    "{} holds no user.* xattrs ({e}): the xattr checks are left out",
+                    upper.display()
+                ));
+                return false;
+            }
+            Err(e) => panic!("set {} on {}: {e}", XATTR.0, upper.join(path).display()),
+        }
+    }
+    true
+}
+
+/// Asserts that the tree at `root` (a container's root, an unpacked layer) holds the mtimes of
+/// [`MTIMES`] and, when `xattrs`, the attribute [`XATTR`] on [`XATTR_PATHS`]; `what` names the
+/// tree in the failure.
+#[track_caller]
+pub fn assert_mtimes_and_xattrs(root: &Path, xattrs: bool, what: &str) {
+    use std::os::unix::fs::MetadataExt;
+    for (path, mtime) in MTIMES {
+        let meta = std::fs::symlink_metadata(root.join(path))
+            .unwrap_or_else(|e| panic!("{what}: {path}: {e}"));
+        assert_eq!(
+            (meta.mtime(), meta.mtime_nsec()),
+            (mtime, 0),
+            "{what}: mtime of {path}"
+        );
+    }
+    if xattrs {
+        for path in XATTR_PATHS {
+            let value = crate::host::get_xattr(&root.join(path), XATTR.0)
+                .unwrap_or_else(|e| panic!("{what}: read {} of {path}: {e}", XATTR.0));
+            assert_eq!(
+                value.as_deref(),
+                Some(XATTR.1),
+                "{what}: {} of {path}",
+                XATTR.0
+            );
+        }
+    }
+}
+
+/// Runs a container of `image` and checks [`assert_mtimes_and_xattrs`] on its root as it sees
+/// it (its merged overlay, through `/proc/<pid>/root`); removes it again.
+#[track_caller]
+pub fn assert_mtimes_and_xattrs_in_container(ct: &Carton, image: &str, xattrs: bool) {
+    let sync = ct.handshake();
+    let name = crate::unique("stamps");
+    let script = format!("{SYNC_SH} s ready; {IDLE_UNTIL_TERM}");
+    ct.run_detached([
+        "-v",
+        &sync.volume(),
+        "--name",
+        &name,
+        "--network",
+        "none",
+        image,
+        "sh",
+        "-c",
+        &script,
+    ]);
+    sync.wait_for("ready");
+    let init = ct.init_process(&name);
+    let root = PathBuf::from(format!("/proc/{}/root", init.pid));
+    assert_mtimes_and_xattrs(&root, xattrs, &format!("a container of {image}"));
+    ct.cmd().args(["rm", "-f", &name]).stdout_ok();
+}
 
 /// `base:data` with [`CHANGES`] committed as `changed:v1`; returns its id.
 #[track_caller]

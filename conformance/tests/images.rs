@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use conformance::containers::{IDLE_UNTIL_TERM, SYNC_SH};
 use conformance::images::{
-    CHANGES, ETC_MOUNTS, FREEZER, LIST_TREE_SH, base_image, disk_usage, read_archive,
+    CHANGES, ETC_MOUNTS, FREEZER, LIST_TREE_SH, assert_mtimes_and_xattrs,
+    assert_mtimes_and_xattrs_in_container, base_image, disk_usage, mark_xattrs, read_archive,
 };
 use conformance::{Carton, Snapshot, cgroup, lines};
 
@@ -324,8 +325,18 @@ fn save_then_load_into_an_empty_root_runs_the_same_files() {
     };
     let base = base_image(&ct);
     ct.run_ok(["--name", "changer", &base, "sh", "-c", CHANGES]);
+    let xattrs = mark_xattrs(&ct, "changer");
     let id = ct.commit(&["changer", "changed:v1"]);
     let expected = ct.tree_in("changed:v1", "/data");
+    // Explicit mtimes and xattrs: in the unpacked layer, and as a container sees them.
+    let top_layer = |c: &Carton| {
+        let layers = c.image_layers("changed:v1");
+        c.root()
+            .join("images/layers")
+            .join(&layers.last().unwrap()[7..])
+    };
+    assert_mtimes_and_xattrs(&top_layer(&ct), xattrs, "the committed layer");
+    assert_mtimes_and_xattrs_in_container(&ct, "changed:v1", xattrs);
     let archive = ct.path("changed.tar");
     ct.cmd()
         .args(["save", "-o"])
@@ -337,6 +348,8 @@ fn save_then_load_into_an_empty_root_runs_the_same_files() {
     let out = other.cmd().arg("load").arg("-i").arg(&archive).stdout_ok();
     assert_eq!(lines(&out), ["Loaded image: changed:v1"]);
     assert_eq!(other.tree_in("changed:v1", "/data"), expected);
+    assert_mtimes_and_xattrs(&top_layer(&other), xattrs, "the loaded layer");
+    assert_mtimes_and_xattrs_in_container(&other, "changed:v1", xattrs);
     assert_eq!(
         other.inspect_image("changed:v1")["Id"],
         id.as_str(),
@@ -370,6 +383,7 @@ fn save_then_load_into_an_empty_root_runs_the_same_files() {
     let Some(third) = Carton::new() else { return };
     third.cmd().arg("load").write_stdin(gz).stdout_ok();
     assert_eq!(third.tree_in("changed:v1", "/data"), expected);
+    assert_mtimes_and_xattrs(&top_layer(&third), xattrs, "the layer loaded from gzip");
     other.finish();
     third.finish();
     ct.finish();
