@@ -108,6 +108,93 @@ fn overlay_commit_captures_exactly_the_containers_changes() {
 }
 
 #[test]
+fn a_renamed_lower_directory_is_committed_under_its_new_name_with_all_its_content() {
+    let Some(ct) = Carton::with_busybox() else {
+        return;
+    };
+    ct.run_ok([
+        "--name",
+        "setup",
+        "--network",
+        "none",
+        "busybox",
+        "sh",
+        "-c",
+        "mkdir -p /srv/tree/sub/deeper /srv/a/x /srv/b && echo top > /srv/tree/top \
+         && echo b > /srv/tree/sub/b && echo c > /srv/tree/sub/deeper/c \
+         && ln -s sub/b /srv/tree/link && chmod 750 /srv/tree/sub && chown 5:6 /srv/tree/sub/b \
+         && echo f > /srv/file && echo old > /srv/a/x/old && echo new > /srv/b/new",
+    ]);
+    ct.commit(&["setup", "tree:1"]);
+    let base = ct.tree_in("tree:1", "/srv");
+
+    // Renames of lower-layer entries: a directory tree, a file into it, and a directory onto
+    // the name of a deleted one. (Overlay without redirect_dir answers EXDEV for a lower
+    // directory, and mv copies it: upper/ must then hold all of it, not a pointer.)
+    let script = format!(
+        "mv /srv/tree /srv/moved && mv /srv/file /srv/moved/renamed \
+         && rm -rf /srv/a && mv /srv/b /srv/a || exit 1\n{LIST_TREE_SH}"
+    );
+    let seen_inside = ct.run_ok([
+        "--name",
+        "mover",
+        "--network",
+        "none",
+        "tree:1",
+        "sh",
+        "-c",
+        &script,
+        "list",
+        "/srv",
+    ]);
+    let expected = conformance::images::parse_tree(&seen_inside);
+    ct.commit(&["mover", "tree:2"]);
+    let tree = ct.tree_in("tree:2", "/srv");
+    assert_eq!(
+        tree, expected,
+        "a container of the commit sees what the container left"
+    );
+
+    // The new names hold everything the old ones did, the old names are gone.
+    for (path, description) in &base {
+        if let Some(rest) = path.strip_prefix("./tree") {
+            let moved = format!("./moved{rest}");
+            assert_eq!(tree.get(&moved), Some(description), "{moved} (was {path})");
+        }
+    }
+    assert_eq!(tree.get("./moved/renamed"), base.get("./file"));
+    assert_eq!(tree.get("./a/new"), base.get("./b/new"));
+    for gone in [
+        "./tree",
+        "./tree/top",
+        "./file",
+        "./b",
+        "./a/x",
+        "./a/x/old",
+    ] {
+        assert!(!tree.contains_key(gone), "{gone} is still there: {tree:#?}");
+    }
+    assert_eq!(
+        tree.keys().filter(|p| p.starts_with("./moved/")).count(),
+        base.keys().filter(|p| p.starts_with("./tree/")).count() + 1,
+        "{tree:#?}"
+    );
+    // And so does a load of it elsewhere, which has no access to this store's layers.
+    let archive = ct.path("tree.tar");
+    ct.cmd()
+        .args(["save", "-o"])
+        .arg(&archive)
+        .arg("tree:2")
+        .stdout_ok();
+    let Some(other) = Carton::new() else { return };
+    other.cmd().arg("load").arg("-i").arg(&archive).stdout_ok();
+    assert_eq!(other.tree_in("tree:2", "/srv"), expected);
+    ct.cmd().args(["rm", "setup", "mover"]).stdout_ok();
+    other.finish();
+    ct.finish();
+}
+
+#[test]
 fn a_commit_of_a_commit_stacks_three_layers() {
     let Some(ct) = Carton::with_busybox() else {
         return;
