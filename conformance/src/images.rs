@@ -20,11 +20,161 @@ use crate::{Carton, is_image_id, lines};
 /// Deadline of one external tool invocation (podman's first run sets up its storage).
 pub const TOOL_DEADLINE: Duration = Duration::from_secs(120);
 
-/// The freezer file of a container's cgroup.
+/// The freezer file of a container's cgroup: v1's state, v2's request.
 pub const FREEZER: cgroup::File = cgroup::File {
     v1: ("freezer", "freezer.state"),
     v2: "cgroup.freeze",
 };
+
+/// Where v2 reports whether a cgroup *is* frozen (`frozen 1`); v1's freezer.state says both.
+const FREEZER_EFFECT: cgroup::File = cgroup::File {
+    v1: ("freezer", "freezer.state"),
+    v2: "cgroup.events",
+};
+
+/// The freezer of container `id` as the host reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FreezerState {
+    /// Someone asked for it to be frozen (v1 FREEZING or FROZEN, v2 cgroup.freeze 1).
+    pub requested: bool,
+    /// Every process of it is frozen (v1 FROZEN, v2 `frozen 1` in cgroup.events).
+    pub frozen: bool,
+}
+
+/// Reads the freezer of container `id`'s cgroup; panics when it has none.
+#[track_caller]
+pub fn freezer_state(id: &str) -> FreezerState {
+    let read = |file| {
+        let path = cgroup::host_path(id, file).expect("the container's freezer");
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    };
+    match cgroup::version() {
+        Some(cgroup::Version::V1) => {
+            let state = read(FREEZER);
+            FreezerState {
+                requested: state.trim() != "THAWED",
+                frozen: state.trim() == "FROZEN",
+            }
+        }
+        _ => FreezerState {
+            requested: read(FREEZER).trim() == "1",
+            frozen: cgroup::keyed(&read(FREEZER_EFFECT), "frozen") == Some(1),
+        },
+    }
+}
+
+/// A `carton commit` held still (SIGSTOP) in the middle of reading a container's upper
+/// directory: whatever it does to the container for the read — freeze it or not — is in
+/// place and stays so until [`StoppedCommit::resume`]. Resumed when dropped, so that a failing
+/// scenario never leaves a container frozen.
+pub struct StoppedCommit {
+    running: Option<crate::Running>,
+}
+
+impl StoppedCommit {
+    /// Starts `carton commit <args…>` and stops it while it holds `file` (a big file in the
+    /// container's `upper/`) open, which it only does while it reads the layer. Tries again
+    /// (a new commit) when a commit finished before it was caught; panics after 10 misses.
+    #[track_caller]
+    pub fn catch(ct: &Carton, args: &[&str], file: &Path) -> StoppedCommit {
+        let file = file
+            .canonicalize()
+            .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        for _ in 0..10 {
+            let mut cmd = ct.cmd();
+            cmd.arg("commit")
+                .args(args)
+                .timeout(Duration::from_secs(300));
+            let mut running = cmd.spawn();
+            while running.try_wait().is_none() {
+                if has_open(running.pid(), &file) {
+                    running.signal(nix::sys::signal::Signal::SIGSTOP);
+                    wait_stopped(running.pid());
+                    // Stopped now: if it still holds the file, it is inside the read.
+                    if has_open(running.pid(), &file) {
+                        return StoppedCommit {
+                            running: Some(running),
+                        };
+                    }
+                    running.signal(nix::sys::signal::Signal::SIGCONT);
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let out = running.wait();
+            assert!(
+                out.status.success(),
+                "commit failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        panic!(
+            "10 commits finished reading {} before one was caught",
+            file.display()
+        );
+    }
+
+    /// Lets the commit go on; asserts that it succeeds and returns the image id it printed.
+    #[track_caller]
+    pub fn resume(mut self) -> String {
+        let running = self.running.take().expect("resumed once");
+        running.signal(nix::sys::signal::Signal::SIGCONT);
+        let out = running.wait();
+        let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert!(
+            out.status.success() && is_image_id(&stdout),
+            "commit failed ({}): {stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    }
+}
+
+impl Drop for StoppedCommit {
+    fn drop(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.signal(nix::sys::signal::Signal::SIGCONT);
+            let _ = running.wait_result();
+        }
+    }
+}
+
+/// Whether process `pid` has `file` open.
+fn has_open(pid: i32, file: &Path) -> bool {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target == file))
+}
+
+/// Waits until every thread of `pid` is stopped (state T), as SIGSTOP leaves them, or gone
+/// (a process that exited just before the signal).
+#[track_caller]
+fn wait_stopped(pid: i32) {
+    let stopped = || {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .all(|task| {
+                std::fs::read_to_string(task.path().join("stat")).is_ok_and(|stat| {
+                    stat.rsplit_once(')')
+                        .and_then(|(_, rest)| rest.split_whitespace().next())
+                        .is_some_and(|state| matches!(state, "T" | "t" | "Z" | "X"))
+                })
+            })
+    };
+    let deadline = std::time::Instant::now() + crate::DEADLINE;
+    while !stopped() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "process {pid} did not stop on SIGSTOP within {:?}",
+            crate::DEADLINE
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
 
 /// A shell script listing every path below `$1` (relative, sorted) as
 /// `path|type|mode|uid:gid[|links]` with, for files, the md5 of the content and for symlinks

@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 use conformance::containers::{IDLE_UNTIL_TERM, SYNC_SH};
 use conformance::images::{
-    CHANGES, ETC_MOUNTS, FREEZER, LIST_TREE_SH, assert_mtimes_and_xattrs,
-    assert_mtimes_and_xattrs_in_container, base_image, disk_usage, mark_xattrs, read_archive,
+    CHANGES, ETC_MOUNTS, FreezerState, LIST_TREE_SH, StoppedCommit, assert_mtimes_and_xattrs,
+    assert_mtimes_and_xattrs_in_container, base_image, disk_usage, freezer_state, mark_xattrs,
+    read_archive,
 };
 use conformance::{Carton, Snapshot, cgroup, lines};
 
@@ -328,11 +329,13 @@ fn committing_a_running_container_freezes_it_and_thaws_it() {
         return;
     }
     let sync = ct.handshake();
-    // A big file makes the commit last long enough to be seen frozen; the counter shows the
-    // container running before and after.
+    // A big file the commit reads for a while: it is caught (stopped) while it holds the file
+    // open. The counter shows the container running; `ping-N` files are answered by `pong-N`.
     let script = format!(
         "{SYNC_SH} dd if=/dev/zero of=/big bs=1M count=96 2>/dev/null; s ready; \
-         i=0; while true; do i=$((i+1)); echo $i > /tmp/counter; sleep 0.01; done"
+         i=0; while true; do i=$((i+1)); echo $i > /tmp/counter; \
+         for p in /sync/ping-*; do [ -e \"$p\" ] && s \"pong-${{p#/sync/ping-}}\"; done; \
+         sleep 0.01; done"
     );
     let id = ct.run_detached([
         "-v",
@@ -345,31 +348,22 @@ fn committing_a_running_container_freezes_it_and_thaws_it() {
         &script,
     ]);
     sync.wait_for("ready");
-    let freezer = cgroup::host_path(&id, FREEZER).expect("the container's freezer file");
-    let frozen = |text: &str| matches!(text.trim(), "FROZEN" | "1");
+    let big = ct.root().join("containers").join(&id).join("upper/big");
+    let thawed = FreezerState {
+        requested: false,
+        frozen: false,
+    };
+    assert_eq!(freezer_state(&id), thawed, "before any commit");
 
-    let mut commit = ct.cmd();
-    commit.args(["commit", "busy", "frozen:1"]);
-    let mut running = commit.spawn();
-    let mut seen_frozen = false;
-    while running.try_wait().is_none() {
-        if std::fs::read_to_string(&freezer).is_ok_and(|t| frozen(&t)) {
-            seen_frozen = true;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    let out = running.wait();
+    // Caught in the middle of reading the layer: the container is frozen.
+    let commit = StoppedCommit::catch(&ct, &["busy", "frozen:1"], &big);
+    let state = freezer_state(&id);
     assert!(
-        out.status.success(),
-        "commit failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+        state.requested && state.frozen,
+        "the container is not frozen while its layer is read: {state:?}"
     );
-    assert!(
-        seen_frozen,
-        "the container's cgroup was never frozen during the commit"
-    );
-    let state = std::fs::read_to_string(&freezer).unwrap();
-    assert!(!frozen(&state), "still frozen after the commit: {state:?}");
+    commit.resume();
+    assert_eq!(freezer_state(&id), thawed, "after the commit");
 
     // It runs on: the counter moves. (`echo $i > /tmp/counter` truncates before it writes:
     // a read can land in between and see an empty file, which counts as "no value yet".)
@@ -399,8 +393,19 @@ fn committing_a_running_container_freezes_it_and_thaws_it() {
     let size = ct.run_ok(["--rm", "frozen:1", "stat", "-c", "%s", "/big"]);
     assert_eq!(size.trim(), (96 << 20).to_string());
 
-    // --pause=false commits it without freezing.
-    ct.commit(&["--pause=false", "busy", "unpaused:1"]);
+    // --pause=false: caught in the same place, the container is not frozen, and it answers.
+    let commit = StoppedCommit::catch(&ct, &["--pause=false", "busy", "unpaused:1"], &big);
+    assert_eq!(
+        freezer_state(&id),
+        thawed,
+        "--pause=false froze the container for the read"
+    );
+    sync.release("ping-1");
+    sync.wait_for("pong-1");
+    commit.resume();
+    assert_eq!(freezer_state(&id), thawed, "after the --pause=false commit");
+    let size = ct.run_ok(["--rm", "unpaused:1", "stat", "-c", "%s", "/big"]);
+    assert_eq!(size.trim(), (96 << 20).to_string());
     ct.cmd().args(["rm", "-f", "busy"]).stdout_ok();
     ct.finish();
 }
