@@ -257,20 +257,46 @@ impl Carton {
             .cmd()
             .args(["history", "--no-trunc", image])
             .stdout_ok();
-        let mut rows = out.lines();
-        let header = rows.next().unwrap_or_default();
-        // "CREATED" first matches the CREATED column, which comes before CREATED BY.
-        let starts: Vec<usize> = ["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"]
-            .iter()
-            .map(|h| {
-                header
-                    .find(h)
-                    .unwrap_or_else(|| panic!("no {h} column in {header:?}"))
+        table_rows(&out, &["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"])
+            .into_iter()
+            .map(|row| {
+                vec![
+                    row[0].clone(),
+                    row[2].clone(),
+                    row[3].clone(),
+                    row[4].clone(),
+                ]
             })
-            .collect();
-        rows.filter(|l| !l.trim().is_empty())
-            .map(|line| {
-                let cell = |i: usize| {
+            .collect()
+    }
+
+    /// `carton images` rows: REPOSITORY, TAG, IMAGE ID, CREATED, SIZE.
+    #[track_caller]
+    pub fn images_rows(&self) -> Vec<Vec<String>> {
+        let out = self.cmd().arg("images").stdout_ok();
+        table_rows(&out, &["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"])
+    }
+}
+
+/// The cells of a table printed by carton (columns aligned under their headers, whose cells
+/// may hold spaces): one row per non-empty line after the header. `headers` are found in
+/// order, each after the previous one ("CREATED" before "CREATED BY").
+#[track_caller]
+pub fn table_rows(out: &str, headers: &[&str]) -> Vec<Vec<String>> {
+    let mut rows = out.lines();
+    let header = rows.next().unwrap_or_default();
+    let mut starts: Vec<usize> = Vec::new();
+    for h in headers {
+        let from = starts.last().map_or(0, |s| s + 1);
+        let at = header[from..]
+            .find(h)
+            .unwrap_or_else(|| panic!("no {h} column in {header:?}"));
+        starts.push(from + at);
+    }
+    rows.filter(|l| !l.trim().is_empty())
+        .map(|line| {
+            (0..starts.len())
+                .map(|i| {
                     let from = starts[i].min(line.len());
                     let to = starts
                         .get(i + 1)
@@ -278,11 +304,71 @@ impl Carton {
                         .unwrap_or(line.len())
                         .min(line.len());
                     line[from..to].trim().to_string()
-                };
-                vec![cell(0), cell(2), cell(3), cell(4)]
-            })
-            .collect()
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The range of ages (seconds) one of docker's "… ago" phrases stands for, for ages below a
+/// day: "Less than a second ago", "1 second ago", "N seconds ago", "About a minute ago",
+/// "N minutes ago", "About an hour ago", "N hours ago". None for anything else (wrong number
+/// or plural, another wording).
+pub fn age_of(created: &str) -> Option<std::ops::RangeInclusive<u64>> {
+    let phrase = created.strip_suffix(" ago")?;
+    match phrase {
+        "Less than a second" => return Some(0..=0),
+        "About a minute" => return Some(60..=119),
+        "About an hour" => return Some(3600..=7199),
+        _ => {}
     }
+    let (n, unit) = phrase.split_once(' ')?;
+    let n: u64 = n.parse().ok()?;
+    let (unit_secs, min) = match unit {
+        "second" if n == 1 => (1, 1),
+        "seconds" if (2..=59).contains(&n) => (1, 2),
+        "minutes" if (2..=59).contains(&n) => (60, 2),
+        "hours" if (2..=47).contains(&n) => (3600, 2),
+        _ => return None,
+    };
+    (n >= min).then(|| n * unit_secs..=n * unit_secs + unit_secs - 1)
+}
+
+/// Bytes a size in docker's units stands for ("0B", "999B", "1.98MB", "12.5MB", "123MB": decimal
+/// units, three significant digits, no trailing zeros), with the rounding error it allows.
+/// None when it is not written that way.
+pub fn bytes_of(size: &str) -> Option<(f64, f64)> {
+    const UNITS: [(&str, f64); 5] = [
+        ("kB", 1e3),
+        ("MB", 1e6),
+        ("GB", 1e9),
+        ("TB", 1e12),
+        ("B", 1.0),
+    ];
+    let (number, scale) = UNITS
+        .iter()
+        .find_map(|(unit, scale)| Some((size.strip_suffix(unit)?, *scale)))?;
+    let digits = number.chars().filter(char::is_ascii_digit).count();
+    let well_formed = !number.is_empty()
+        && number.chars().all(|c| c.is_ascii_digit() || c == '.')
+        && number.matches('.').count() <= 1
+        && !number.starts_with('.')
+        && !(number.contains('.') && (number.ends_with('0') || number.ends_with('.')))
+        && (digits <= 3 || !number.contains('.'));
+    let value: f64 = number.parse().ok()?;
+    // Below the next unit (1000), except in bytes' own unit; "0B" only for nothing.
+    let in_range = value < 1000.0 && (value >= 1.0 || (value == 0.0 && scale == 1.0));
+    if !(well_formed && in_range) {
+        return None;
+    }
+    // Three significant digits (whole bytes): the last one is off by half a step at most.
+    let step = match value {
+        _ if scale == 1.0 => 1.0,
+        v if v >= 100.0 => 1.0,
+        v if v >= 10.0 => 0.1,
+        _ => 0.01,
+    };
+    Some((value * scale, step * scale / 2.0))
 }
 
 /// Creates `base:data` (in `ct`'s busybox): busybox plus a /data tree to change, committed from
@@ -692,5 +778,60 @@ impl Podman {
 impl Drop for Podman {
     fn drop(&mut self) {
         self.remove_cgroup_parent();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_ages() {
+        assert_eq!(age_of("Less than a second ago"), Some(0..=0));
+        assert_eq!(age_of("1 second ago"), Some(1..=1));
+        assert_eq!(age_of("42 seconds ago"), Some(42..=42));
+        assert_eq!(age_of("About a minute ago"), Some(60..=119));
+        assert_eq!(age_of("3 minutes ago"), Some(180..=239));
+        assert_eq!(age_of("5 hours ago"), Some(18_000..=21_599));
+        for wrong in [
+            "1 seconds ago",
+            "2 second ago",
+            "0 seconds ago",
+            "60 seconds ago",
+            "1 minutes ago",
+            "3 minutes",
+            "N/A",
+            "2 days ago",
+            "",
+        ] {
+            assert_eq!(age_of(wrong), None, "{wrong:?}");
+        }
+    }
+
+    #[test]
+    fn docker_sizes() {
+        assert_eq!(bytes_of("0B"), Some((0.0, 0.5)));
+        assert_eq!(bytes_of("999B"), Some((999.0, 0.5)));
+        assert_eq!(bytes_of("1.98MB"), Some((1.98e6, 5e3)));
+        assert_eq!(bytes_of("12.5MB"), Some((12.5e6, 5e4)));
+        assert_eq!(bytes_of("123MB"), Some((123e6, 5e5)));
+        assert_eq!(bytes_of("4kB"), Some((4e3, 5.0)));
+        for wrong in [
+            "1.50MB", "1.MB", ".5MB", "1.234MB", "1000B", "0.5MB", "0kB", "12 MB", "12MiB", "12",
+            "1e3B", "",
+        ] {
+            assert_eq!(bytes_of(wrong), None, "{wrong:?}");
+        }
+    }
+
+    #[test]
+    fn tables_are_cut_at_their_headers() {
+        let out = "IMAGE   CREATED         CREATED BY   SIZE\n\
+                   abc     2 seconds ago   sh -c x      1.2kB\n\
+                   \n";
+        assert_eq!(
+            table_rows(out, &["IMAGE", "CREATED", "CREATED BY", "SIZE"]),
+            [["abc", "2 seconds ago", "sh -c x", "1.2kB"]]
+        );
     }
 }

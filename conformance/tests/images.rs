@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use conformance::containers::{IDLE_UNTIL_TERM, SYNC_SH};
 use conformance::images::{
-    CHANGES, ETC_MOUNTS, FreezerState, LIST_TREE_SH, StoppedCommit, assert_mtimes_and_xattrs,
-    assert_mtimes_and_xattrs_in_container, base_image, disk_usage, freezer_state, mark_xattrs,
-    read_archive,
+    CHANGES, ETC_MOUNTS, FreezerState, LIST_TREE_SH, StoppedCommit, age_of,
+    assert_mtimes_and_xattrs, assert_mtimes_and_xattrs_in_container, base_image, bytes_of,
+    disk_usage, freezer_state, mark_xattrs, read_archive,
 };
 use conformance::{Carton, Snapshot, cgroup, lines};
 
@@ -548,6 +548,83 @@ fn tag_names_an_image_and_images_lists_every_name() {
         );
     }
     assert_eq!(ct.run_ok(["--rm", "mine:1", "echo", "ok"]).trim(), "ok");
+    ct.finish();
+}
+
+#[test]
+fn images_shows_how_long_ago_each_image_was_created_and_its_size() {
+    let started = Instant::now();
+    let Some(ct) = Carton::with_busybox() else {
+        return;
+    };
+    ct.run_ok([
+        "--name",
+        "writer",
+        "--network",
+        "none",
+        "busybox",
+        "dd",
+        "if=/dev/zero",
+        "of=/mib",
+        "bs=1M",
+        "count=1",
+    ]);
+    let id = ct.commit(&["writer", "mib:1"]);
+    let rows = ct.images_rows();
+    let elapsed = started.elapsed().as_secs() + 1;
+    let row = |repo: &str, tag: &str| {
+        rows.iter()
+            .find(|r| r[0] == repo && r[1] == tag)
+            .unwrap_or_else(|| panic!("no {repo}:{tag} row in {rows:?}"))
+            .clone()
+    };
+    let busybox = row("busybox", "latest");
+    let mib = row("mib", "1");
+    assert_eq!(busybox[2], ct.busybox_id()[7..19]);
+    assert_eq!(mib[2], id[7..19]);
+
+    // CREATED: docker's "… ago", no older than this scenario.
+    for r in [&busybox, &mib] {
+        let age = age_of(&r[3]).unwrap_or_else(|| panic!("CREATED {:?} in {r:?}", r[3]));
+        assert!(
+            *age.start() <= elapsed,
+            "{:?}: created before this scenario started {elapsed} s ago",
+            r[3]
+        );
+    }
+
+    // SIZE: docker's units, the unpacked content (the regular files of busybox's rootfs; one
+    // MiB more for the commit).
+    let rootfs_bytes: u64 = {
+        let tar = std::fs::read(ct.busybox_tar()).unwrap();
+        let mut archive = tar::Archive::new(&tar[..]);
+        archive
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap())
+            .filter(|e| e.header().entry_type().is_file())
+            .map(|e| e.header().size().unwrap())
+            .sum()
+    };
+    let size = |r: &Vec<String>| {
+        bytes_of(&r[4]).unwrap_or_else(|| panic!("SIZE {:?} is not in docker's units: {r:?}", r[4]))
+    };
+    let (busybox_size, busybox_error) = size(&busybox);
+    let (mib_size, mib_error) = size(&mib);
+    let near = |shown: f64, error: f64, actual: u64| (shown - actual as f64).abs() <= error + 1.0;
+    assert!(
+        near(busybox_size, busybox_error, rootfs_bytes),
+        "busybox: {} for {rootfs_bytes} bytes",
+        busybox[4]
+    );
+    assert!(
+        near(mib_size, mib_error, rootfs_bytes + (1 << 20)),
+        "mib:1: {} for {} bytes",
+        mib[4],
+        rootfs_bytes + (1 << 20)
+    );
+    assert!(mib_size > busybox_size, "{} vs {}", mib[4], busybox[4]);
+    ct.cmd().args(["rm", "writer"]).stdout_ok();
     ct.finish();
 }
 
