@@ -1,5 +1,7 @@
-//! What the image scenarios need besides the fixture: committing, a container's view of a
-//! directory tree as comparable lines, image archives built by hand (hostile ones included),
+//! What the image scenarios need besides the fixture: committing (and holding a commit still
+//! in the middle of its read, to look at the freezer), a container's view of a directory tree
+//! as comparable lines, mtimes and xattrs to carry through, docker's table cells, ages and
+//! sizes, image archives built by hand (hostile ones included),
 //! and the external tools of the interop scenarios — skopeo, umoci, podman — run with a
 //! deadline, in the scenario's network namespace, podman with a private configuration and
 //! storage.

@@ -1,7 +1,8 @@
 //! The layered image store ("overlay commit"): a container's changes become a layer — and a
-//! container of the new image sees exactly them; history, tag, rmi, inspect; save → load into
-//! an empty root; export of stopped and running containers; a running container frozen for
-//! its commit.
+//! container of the new image sees exactly them (renamed lower directories included), with its
+//! config carried over and `--change`s applied; history, tag, rmi, inspect, the `images` table;
+//! save → load into an empty root (mtimes and xattrs kept); export of stopped and running
+//! containers; a running container frozen for its commit unless `--pause=false`.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
