@@ -312,6 +312,35 @@ fn commit_carries_the_containers_config_and_change_instructions_override_it() {
     assert_eq!(rows[0][3], "with changes");
     assert_ne!(rows[0][2], "0B", "the layer holds /some/dir/file: {rows:?}");
     assert_eq!(rows[1][0], ct.busybox_id());
+
+    // A new ENTRYPOINT drops the inherited CMD (["sh"] was an argument list for the old
+    // entrypoint), as a Dockerfile's ENTRYPOINT does; a CMD in the same changes stays.
+    ct.commit(&[
+        "-c",
+        r#"ENTRYPOINT ["echo","entry"]"#,
+        "configured",
+        "carried:3",
+    ]);
+    assert_eq!(
+        ct.inspect_image("carried:3")["Config"]["Cmd"],
+        serde_json::Value::Null
+    );
+    assert_eq!(
+        ct.run_ok(["--rm", "--network", "none", "carried:3"]),
+        "entry\n"
+    );
+    ct.commit(&[
+        "-c",
+        r#"ENTRYPOINT ["echo","entry"]"#,
+        "-c",
+        r#"CMD ["and","cmd"]"#,
+        "configured",
+        "carried:4",
+    ]);
+    assert_eq!(
+        ct.run_ok(["--rm", "--network", "none", "carried:4"]),
+        "entry and cmd\n"
+    );
     ct.cmd().args(["rm", "configured"]).stdout_ok();
     ct.finish();
 }

@@ -9,20 +9,32 @@
 use super::ImageError;
 use oci_spec::image::{Config, ImageConfiguration};
 
-/// Applies each instruction in order to `image.config` (created if absent).
+/// Applies each instruction in order to `image.config` (created if absent). As in a
+/// Dockerfile, a new ENTRYPOINT drops the CMD the image had, unless these changes set a CMD
+/// too: an inherited CMD was written as arguments for the old entrypoint.
 pub fn apply_changes(image: &mut ImageConfiguration, changes: &[String]) -> Result<(), ImageError> {
     if changes.is_empty() {
         return Ok(());
     }
     let mut config = image.config().clone().unwrap_or_default();
+    let mut cmd_set = false;
+    let mut entrypoint_set = false;
     for change in changes {
-        apply_one(&mut config, change)?;
+        match apply_one(&mut config, change)? {
+            "CMD" => cmd_set = true,
+            "ENTRYPOINT" => entrypoint_set = true,
+            _ => {}
+        }
+    }
+    if entrypoint_set && !cmd_set {
+        config.set_cmd(None);
     }
     image.set_config(Some(config));
     Ok(())
 }
 
-fn apply_one(config: &mut Config, change: &str) -> Result<(), ImageError> {
+/// Applies one instruction; returns its name (upper case).
+fn apply_one(config: &mut Config, change: &str) -> Result<&'static str, ImageError> {
     let invalid = |reason: String| ImageError::InvalidChange {
         change: change.to_string(),
         reason,
@@ -47,16 +59,16 @@ fn apply_one(config: &mut Config, change: &str) -> Result<(), ImageError> {
         "VOLUME",
         "STOPSIGNAL",
     ];
-    if !known.contains(&instruction.as_str()) {
+    let Some(instruction) = known.into_iter().find(|k| *k == instruction) else {
         return Err(invalid(format!(
             "{instruction} is not a supported change instruction (supported: {})",
             known.join(", ")
         )));
-    }
+    };
     if args.is_empty() {
         return Err(invalid(format!("{instruction} requires an argument")));
     }
-    match instruction.as_str() {
+    match instruction {
         "CMD" => {
             config.set_cmd(Some(command(args)));
         }
@@ -129,7 +141,7 @@ fn apply_one(config: &mut Config, change: &str) -> Result<(), ImageError> {
         }
         _ => unreachable!("instruction checked against the list above"),
     }
-    Ok(())
+    Ok(instruction)
 }
 
 /// Exec form when the arguments are a JSON array of strings; otherwise, like a Dockerfile,
@@ -277,6 +289,30 @@ mod tests {
         assert_eq!(c.cmd(), &strings(&["/bin/sh", "-c", "[not json"]));
         let c = apply(&["ENTRYPOINT []"]).unwrap();
         assert_eq!(c.entrypoint(), &Some(vec![]));
+    }
+
+    #[test]
+    fn a_new_entrypoint_drops_the_inherited_cmd_unless_a_cmd_comes_with_it() {
+        let mut base = ImageConfiguration::default();
+        apply_changes(&mut base, &[r#"CMD ["sh"]"#.to_string()]).unwrap();
+        let with = |changes: &[&str]| {
+            let mut image = base.clone();
+            let changes: Vec<String> = changes.iter().map(|c| c.to_string()).collect();
+            apply_changes(&mut image, &changes).unwrap();
+            image.config().clone().unwrap_or_default()
+        };
+        let c = with(&[r#"ENTRYPOINT ["echo"]"#]);
+        assert_eq!(c.cmd(), &None, "sh was an argument for the old entrypoint");
+        let c = with(&[r#"CMD ["hi"]"#, r#"ENTRYPOINT ["echo"]"#]);
+        assert_eq!(
+            c.cmd(),
+            &strings(&["hi"]),
+            "a CMD of the same changes stays"
+        );
+        let c = with(&[r#"ENTRYPOINT ["echo"]"#, r#"CMD ["hi"]"#]);
+        assert_eq!(c.cmd(), &strings(&["hi"]));
+        let c = with(&["ENV A=1"]);
+        assert_eq!(c.cmd(), &strings(&["sh"]), "other changes keep the CMD");
     }
 
     #[test]
