@@ -1,11 +1,13 @@
-//! Detached containers as the scenarios observe them: `run -d`, `inspect`, the `ps` table, the
-//! json-file log, the supervisor process, and a file handshake between test and container.
+//! Detached containers as the scenarios observe them: `run -d`, `inspect`, the `ps` and `stats`
+//! tables (docker's durations, sizes and COMMAND cell), the json-file log, the supervisor
+//! process, and a file handshake between test and container.
 //!
 //! Every wait here is a poll with the suite's [`DEADLINE`]: nothing asserts on how fast carton
 //! is, only on what it eventually reports (or, for "must not happen", on what it reports after a
 //! deterministic event — see [`Handshake`]).
 
 use std::ffi::OsStr;
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -338,13 +340,13 @@ pub struct PsRow {
 /// What a STATUS cell says, without its durations.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StatusKind {
-    /// `Up …`
+    /// `Up <duration>`
     Up,
-    /// `Exited (N) … ago`
+    /// `Exited (N) <duration> ago`
     Exited(i32),
     /// `Created`
     Created,
-    /// Anything else, verbatim.
+    /// Anything else, verbatim (also `Up` or `Exited (N)` without a well-formed duration).
     Other(String),
 }
 
@@ -364,26 +366,105 @@ impl PsRow {
             self.names.clone(),
         )
     }
+
+    /// The CREATED cell (`3 seconds ago`) as the whole seconds it may stand for; panics when
+    /// it is not one of docker's durations followed by ` ago`.
+    #[track_caller]
+    pub fn created_secs(&self) -> RangeInclusive<u64> {
+        parse_ago(&self.created)
+            .unwrap_or_else(|| panic!("CREATED is not docker's \"<duration> ago\": {self:?}"))
+    }
+
+    /// The duration in STATUS (`Up 3 seconds`, `Exited (0) 5 seconds ago`) as the whole seconds
+    /// it may stand for; `None` for `Created` or a malformed cell.
+    pub fn status_secs(&self) -> Option<RangeInclusive<u64>> {
+        if let Some(rest) = self.status.strip_prefix("Up ") {
+            return parse_human_duration(rest);
+        }
+        let (_, tail) = self.status.strip_prefix("Exited (")?.split_once(") ")?;
+        parse_ago(tail)
+    }
 }
 
-/// Classifies a STATUS cell: `Up 3 seconds`, `Exited (137) 2 seconds ago`, `Created`.
+/// Classifies a STATUS cell: `Up 3 seconds`, `Exited (137) 2 seconds ago`, `Created`. The
+/// duration must be one of docker's (see [`parse_human_duration`]); a bare `Exited (3)`, which
+/// docker never prints, is `Other`.
 pub fn status_kind(status: &str) -> StatusKind {
     if status == "Created" {
         return StatusKind::Created;
     }
-    if status.starts_with("Up ") {
+    if status
+        .strip_prefix("Up ")
+        .is_some_and(|d| parse_human_duration(d).is_some())
+    {
         return StatusKind::Up;
     }
-    if let Some(rest) = status.strip_prefix("Exited (") {
-        if let Some((code, tail)) = rest.split_once(')') {
-            if let Ok(code) = code.parse() {
-                if tail.is_empty() || tail.ends_with(" ago") {
-                    return StatusKind::Exited(code);
-                }
-            }
+    if let Some((code, tail)) = status
+        .strip_prefix("Exited (")
+        .and_then(|rest| rest.split_once(") "))
+    {
+        if let (Ok(code), Some(_)) = (code.parse(), parse_ago(tail)) {
+            return StatusKind::Exited(code);
         }
     }
     StatusKind::Other(status.to_string())
+}
+
+/// docker's human durations (go-units `HumanDuration`): `Less than a second`, `1 second`,
+/// `N seconds`, `About a minute`, `N minutes`, `About an hour`, `N hours`, `N days`,
+/// `N weeks`, `N months`, `N years` — as the range of whole seconds each stands for.
+pub fn parse_human_duration(text: &str) -> Option<RangeInclusive<u64>> {
+    match text {
+        "Less than a second" => return Some(0..=0),
+        "1 second" => return Some(1..=1),
+        "About a minute" => return Some(60..=119),
+        "About an hour" => return Some(3600..=7199),
+        _ => {}
+    }
+    let (n, unit) = text.split_once(' ')?;
+    let n: u64 = n.parse().ok()?;
+    let (size, smallest) = match unit {
+        "seconds" => (1, 2),
+        "minutes" => (60, 2),
+        "hours" => (3600, 2),
+        "days" => (86_400, 2),
+        "weeks" => (7 * 86_400, 2),
+        "months" => (30 * 86_400, 2),
+        "years" => (365 * 86_400, 2),
+        _ => return None,
+    };
+    (n >= smallest).then(|| n * size..=n * size + size - 1)
+}
+
+/// `<human duration> ago`, as [`parse_human_duration`].
+pub fn parse_ago(text: &str) -> Option<RangeInclusive<u64>> {
+    parse_human_duration(text.strip_suffix(" ago")?)
+}
+
+/// The COMMAND cell docker prints for `command` (the container's arguments joined by spaces):
+/// cut to 19 characters and an ellipsis when longer than 20 (unless `--no-trunc`), then quoted
+/// as a Go string literal (`"`, `\`, newline and tab escaped; the scenarios' commands hold no
+/// other control character), as docker's formatter does.
+pub fn docker_command_cell(command: &str, truncate: bool) -> String {
+    let text: String = if truncate && command.chars().count() > 20 {
+        command.chars().take(19).chain(['…']).collect()
+    } else {
+        command.to_string()
+    };
+    let mut out = String::from("\"");
+    for c in text.chars() {
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            _ => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 const PS_COLUMNS: [&str; 7] = [
@@ -396,55 +477,146 @@ const PS_COLUMNS: [&str; 7] = [
     "NAMES",
 ];
 
-/// Parses a `ps` table: cells are cut at the header's column starts (docker pads every cell to
-/// its column's width), the last column runs to the end of the line. Panics when the header
-/// lacks a column.
+/// Cuts a table as carton and docker print it into cells: each cell starts at its column's
+/// start in the header (every cell is padded to its column's width), the last column runs to
+/// the end of the line; cells are trimmed. Panics when the header lacks a column or has them
+/// in another order.
 #[track_caller]
-pub fn parse_ps_table(text: &str) -> Vec<PsRow> {
+pub fn table_cells(text: &str, columns: &[&str]) -> Vec<Vec<String>> {
     let mut lines = text.lines();
     let header = lines.next().unwrap_or_default();
-    let header_chars: Vec<char> = header.chars().collect();
-    let starts: Vec<usize> = PS_COLUMNS
+    let starts: Vec<usize> = columns
         .iter()
         .map(|col| {
-            let found = header.find(col).unwrap_or_else(|| {
-                panic!("`ps` header lacks the column {col:?}: {header:?}\n{text}")
-            });
+            let found = header
+                .find(col)
+                .unwrap_or_else(|| panic!("header lacks the column {col:?}: {header:?}\n{text}"));
             header[..found].chars().count()
         })
         .collect();
     assert!(
-        starts.windows(2).all(|w| w[0] < w[1]) && header_chars.len() >= starts[6],
-        "`ps` header columns out of order: {header:?}"
+        starts.windows(2).all(|w| w[0] < w[1]),
+        "header columns out of order: {header:?}"
     );
     lines
         .filter(|l| !l.trim().is_empty())
         .map(|line| {
             let chars: Vec<char> = line.chars().collect();
-            let cell = |i: usize| -> String {
-                let from = starts[i].min(chars.len());
-                let to = if i + 1 < starts.len() {
-                    starts[i + 1].min(chars.len())
-                } else {
-                    chars.len()
-                };
-                chars[from..to]
-                    .iter()
-                    .collect::<String>()
-                    .trim()
-                    .to_string()
+            (0..starts.len())
+                .map(|i| {
+                    let from = starts[i].min(chars.len());
+                    let to = starts
+                        .get(i + 1)
+                        .map_or(chars.len(), |&s| s.min(chars.len()));
+                    chars[from..to]
+                        .iter()
+                        .collect::<String>()
+                        .trim()
+                        .to_string()
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Parses a `ps` table (see [`table_cells`]).
+#[track_caller]
+pub fn parse_ps_table(text: &str) -> Vec<PsRow> {
+    table_cells(text, &PS_COLUMNS)
+        .into_iter()
+        .map(|c| PsRow {
+            id: c[0].clone(),
+            image: c[1].clone(),
+            command: c[2].clone(),
+            created: c[3].clone(),
+            status: c[4].clone(),
+            ports: c[5].clone(),
+            names: c[6].clone(),
+        })
+        .collect()
+}
+
+/// One row of `stats --no-stream`, every cell parsed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatsRow {
+    pub id: String,
+    pub name: String,
+    /// `CPU %` without the sign: 100 = one CPU busy.
+    pub cpu_percent: f64,
+    /// `MEM USAGE / LIMIT` in bytes (as printed: binary units rounded to two decimals).
+    pub mem_usage: f64,
+    pub mem_limit: f64,
+    pub mem_percent: f64,
+    /// `NET I/O` received / sent bytes (decimal units, three significant digits).
+    pub net: (f64, f64),
+    /// `BLOCK I/O` read / written bytes.
+    pub block: (f64, f64),
+    pub pids: u64,
+}
+
+const STATS_COLUMNS: [&str; 8] = [
+    "CONTAINER ID",
+    "NAME",
+    "CPU %",
+    "MEM USAGE / LIMIT",
+    "MEM %",
+    "NET I/O",
+    "BLOCK I/O",
+    "PIDS",
+];
+
+/// Parses a `stats --no-stream` table; panics on a cell that is not what docker prints there
+/// (`12.34%`, `1.5MiB / 64MiB`, `0B / 0B`, a number of pids).
+#[track_caller]
+pub fn parse_stats_table(text: &str) -> Vec<StatsRow> {
+    table_cells(text, &STATS_COLUMNS)
+        .into_iter()
+        .map(|c| {
+            let bad =
+                |what: &str| -> ! { panic!("`stats` {what} cell unparsable in {c:?}\n{text}") };
+            let percent = |cell: &str| -> Option<f64> { cell.strip_suffix('%')?.parse().ok() };
+            let pair = |cell: &str| -> Option<(f64, f64)> {
+                let (a, b) = cell.split_once(" / ")?;
+                Some((parse_size(a)?, parse_size(b)?))
             };
-            PsRow {
-                id: cell(0),
-                image: cell(1),
-                command: cell(2),
-                created: cell(3),
-                status: cell(4),
-                ports: cell(5),
-                names: cell(6),
+            let (mem_usage, mem_limit) = pair(&c[3]).unwrap_or_else(|| bad("MEM USAGE / LIMIT"));
+            StatsRow {
+                id: c[0].clone(),
+                name: c[1].clone(),
+                cpu_percent: percent(&c[2]).unwrap_or_else(|| bad("CPU %")),
+                mem_usage,
+                mem_limit,
+                mem_percent: percent(&c[4]).unwrap_or_else(|| bad("MEM %")),
+                net: pair(&c[5]).unwrap_or_else(|| bad("NET I/O")),
+                block: pair(&c[6]).unwrap_or_else(|| bad("BLOCK I/O")),
+                pids: c[7].parse().unwrap_or_else(|_| bad("PIDS")),
             }
         })
         .collect()
+}
+
+/// A size as docker prints it: `512B`, binary `1.50KiB` … `PiB` (stats' memory), decimal
+/// `4.26kB` … `EB` (I/O, image sizes). In bytes.
+pub fn parse_size(text: &str) -> Option<f64> {
+    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let factor: f64 = match unit {
+        "B" => 1.0,
+        "KiB" => 1024.0,
+        "MiB" => 1024f64.powi(2),
+        "GiB" => 1024f64.powi(3),
+        "TiB" => 1024f64.powi(4),
+        "PiB" => 1024f64.powi(5),
+        "kB" => 1e3,
+        "MB" => 1e6,
+        "GB" => 1e9,
+        "TB" => 1e12,
+        "PB" => 1e15,
+        "EB" => 1e18,
+        _ => return None,
+    };
+    Some(number * factor)
 }
 
 /// One line of docker's json-file log.
@@ -664,12 +836,91 @@ mod tests {
             status_kind("Exited (0) Less than a second ago"),
             StatusKind::Exited(0)
         );
-        assert_eq!(status_kind("Exited (3)"), StatusKind::Exited(3));
-        assert_eq!(status_kind("Up Less than a second"), StatusKind::Up);
         assert_eq!(
-            status_kind("Restarting"),
-            StatusKind::Other("Restarting".into())
+            status_kind("Exited (3) 5 seconds ago"),
+            StatusKind::Exited(3)
         );
+        assert_eq!(status_kind("Up Less than a second"), StatusKind::Up);
+        assert_eq!(status_kind("Up 2 hours"), StatusKind::Up);
+        // docker never leaves out the time, nor prints "1 seconds" or "Up … ago".
+        for bad in [
+            "Exited (3)",
+            "Exited (3) ",
+            "Exited (3) 5 seconds",
+            "Exited (x) 5 seconds ago",
+            "Exited (3) 1 seconds ago",
+            "Up",
+            "Up 3 seconds ago",
+            "Restarting",
+        ] {
+            assert_eq!(status_kind(bad), StatusKind::Other(bad.into()), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn human_durations() {
+        assert_eq!(parse_human_duration("Less than a second"), Some(0..=0));
+        assert_eq!(parse_human_duration("1 second"), Some(1..=1));
+        assert_eq!(parse_human_duration("59 seconds"), Some(59..=59));
+        assert_eq!(parse_human_duration("About a minute"), Some(60..=119));
+        assert_eq!(parse_human_duration("3 minutes"), Some(180..=239));
+        assert_eq!(parse_human_duration("2 days"), Some(172_800..=259_199));
+        assert_eq!(parse_ago("4 seconds ago"), Some(4..=4));
+        for bad in [
+            "",
+            "0 seconds",
+            "1 seconds",
+            "x seconds",
+            "3 fortnights",
+            "4 seconds",
+        ] {
+            assert_eq!(parse_ago(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn docker_command_cells() {
+        assert_eq!(docker_command_cell("sleep 1000", true), "\"sleep 1000\"");
+        // 20 characters fit; 21 are cut to 19 and an ellipsis, inside the quotes.
+        assert_eq!(
+            docker_command_cell("sleep 10000000000000", true),
+            "\"sleep 10000000000000\""
+        );
+        assert_eq!(
+            docker_command_cell("sleep 100000000000000", true),
+            "\"sleep 1000000000000…\""
+        );
+        assert_eq!(
+            docker_command_cell("sh -c echo \"a\\b\"", false),
+            r#""sh -c echo \"a\\b\"""#
+        );
+    }
+
+    #[test]
+    fn stats_table_parsing() {
+        let text = "CONTAINER ID   NAME   CPU %    MEM USAGE / LIMIT      MEM %   NET I/O        BLOCK I/O   PIDS\n\
+                    03792ab84090   busy   52.79%   200.00KiB / 23.54GiB   0.00%   1.23kB / 0B    0B / 0B     1\n\
+                    a1a71560a4ea   idle   0.00%    512B / 64.00MiB        0.31%   0B / 12.5MB    0B / 0B     2\n";
+        let rows = parse_stats_table(text);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(
+            (rows[0].id.as_str(), rows[0].name.as_str()),
+            ("03792ab84090", "busy")
+        );
+        assert!((rows[0].cpu_percent - 52.79).abs() < 1e-9);
+        assert_eq!(rows[0].mem_usage, 200.0 * 1024.0);
+        assert!((rows[0].mem_limit - 23.54 * 1024f64.powi(3)).abs() < 1.0);
+        assert_eq!(rows[0].net, (1230.0, 0.0));
+        assert_eq!(rows[0].pids, 1);
+        assert_eq!(
+            (rows[1].mem_usage, rows[1].mem_limit),
+            (512.0, 64.0 * 1024.0 * 1024.0)
+        );
+        assert_eq!(rows[1].net, (0.0, 12.5e6));
+        assert_eq!(rows[1].pids, 2);
+        for bad in ["", "12", "1.5XB", "MiB", "1..5MiB"] {
+            assert_eq!(parse_size(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

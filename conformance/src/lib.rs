@@ -13,8 +13,8 @@
 //! Modules: [`host`] (mount table, namespaces, processes, hashing), [`snapshot`] (directory trees
 //! for "byte-identical" assertions), [`tarball`] (hand-written tar archives, hostile ones
 //! included), [`pty`] (pseudo-terminals for `-t`), [`rootfs`] (the busybox rootfs tarball),
-//! [`containers`] (detached containers: `run -d`, `inspect`, `ps` rows, the json log, the
-//! supervisor, file handshakes with a container).
+//! [`containers`] (detached containers: `run -d`, `inspect`, `ps` and `stats` rows, the json
+//! log, the supervisor, file handshakes with a container).
 
 pub mod cgroup;
 pub mod clients;
