@@ -14,7 +14,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Barrier};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use conformance::cgroup;
 use conformance::containers::{IDLE_UNTIL_TERM, SYNC_SH, StatusKind, parse_rfc3339, supervisor_of};
@@ -542,6 +542,74 @@ fn stop_kills_a_pid1_that_ignores_term(#[case] shell: bool) {
     assert_eq!(
         ct.ps_row("stubborn").map(|r| r.kind()),
         Some(StatusKind::Exited(137))
+    );
+    ct.finish();
+}
+
+/// `stop` without `-t` gives the default grace of 10 s: a PID 1 that ignores SIGTERM is
+/// SIGKILLed after it (Exited (137), and `stop` took at least ~9 s — a lower bound only), while
+/// one that handles SIGTERM ends with its own exit code, never reaching the SIGKILL.
+#[test]
+fn stop_without_t_waits_the_default_grace() {
+    let Some(ct) = fixture() else { return };
+    let hs = ct.handshake();
+    let stubborn = format!("{SYNC_SH} trap '' TERM; sleep 1000 & s stubborn; wait");
+    let polite = format!("{SYNC_SH} trap 'exit 7' TERM; sleep 1000 & s polite; wait");
+    let mut ids = Vec::new();
+    for (name, script) in [("stubborn", &stubborn), ("polite", &polite)] {
+        ids.push(ct.run_detached([
+            "--name",
+            name,
+            "--network",
+            "none",
+            "-v",
+            &hs.volume(),
+            "busybox",
+            "sh",
+            "-c",
+            script,
+        ]));
+        // The trap is set before `s`: from here on the shell ignores (or handles) TERM.
+        hs.wait_for(name);
+    }
+    let (stubborn_init, polite_init) = (ct.init_process(&ids[0]), ct.init_process(&ids[1]));
+
+    let started = Instant::now();
+    ct.cmd()
+        .args(["stop", "stubborn"])
+        .timeout(DEADLINE * 2)
+        .assert()
+        .success()
+        .stdout("stubborn\n");
+    let took = started.elapsed();
+    assert!(!stubborn_init.is_alive(), "{stubborn_init} survived stop");
+    assert!(
+        took >= Duration::from_secs(9),
+        "stop without -t killed a PID 1 that ignores TERM after {took:?}, not the default 10 s"
+    );
+    let state = ct.state("stubborn");
+    assert_eq!(state["Status"], "exited", "{state}");
+    assert_eq!(state["ExitCode"], signal_code(Signal::SIGKILL), "{state}");
+    assert_eq!(
+        ct.ps_row("stubborn").map(|r| r.kind()),
+        Some(StatusKind::Exited(137))
+    );
+
+    ct.cmd()
+        .args(["stop", "polite"])
+        .timeout(DEADLINE * 2)
+        .assert()
+        .success()
+        .stdout("polite\n");
+    assert!(!polite_init.is_alive(), "{polite_init} survived stop");
+    let state = ct.state("polite");
+    assert_eq!(
+        state["ExitCode"], 7,
+        "the TERM handler's exit code, not a SIGKILL: {state}"
+    );
+    assert_eq!(
+        ct.ps_row("polite").map(|r| r.kind()),
+        Some(StatusKind::Exited(7))
     );
     ct.finish();
 }
