@@ -17,7 +17,9 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use conformance::cgroup;
-use conformance::containers::{IDLE_UNTIL_TERM, SYNC_SH, StatusKind, parse_rfc3339, supervisor_of};
+use conformance::containers::{
+    IDLE_UNTIL_TERM, PsRow, SYNC_SH, StatusKind, docker_command_cell, parse_rfc3339, supervisor_of,
+};
 use conformance::host::Process;
 use conformance::pty::Pty;
 use conformance::{Carton, DEADLINE, EXIT_CARTON_ERROR, host, is_hex, lines, skip};
@@ -157,6 +159,161 @@ fn run_detached_start_failure(
         assert!(ct.ps_rows(&["--no-trunc"]).is_empty(), "listed as running");
     }
     ct.assert_no_processes_left(&[]);
+    ct.finish();
+}
+
+/// `true` when `range` (whole seconds a cell may stand for) and `lo..=hi` overlap, allowing one
+/// second either way for rounding and for the wall clock carton reads against the test's
+/// monotonic one.
+fn overlaps(range: &std::ops::RangeInclusive<u64>, lo: u64, hi: u64) -> bool {
+    *range.start() <= hi + 1 && range.end() + 1 >= lo
+}
+
+/// `ps` cells as docker prints them. COMMAND: the arguments joined by spaces, cut to 19
+/// characters and an ellipsis when longer than 20, quoted as a Go string (inner `"` escaped);
+/// whole with `--no-trunc`, which also shows 64-hex ids. CREATED `N seconds ago` and STATUS
+/// `Up N seconds` / `Exited (3) N seconds ago` agree with the test's own clock. PORTS lists the
+/// published ports of a running container, and nothing once it has exited. Newest first.
+#[test]
+fn ps_shows_command_created_status_and_ports() {
+    let Some(ct) = fixture() else { return };
+    let (iptables, out) = ct.netns().command("iptables-save", &[]);
+    if !iptables {
+        skip(&format!(
+            "`iptables-save` does not work in a network namespace, -p cannot be used: {}",
+            out.trim()
+        ));
+        return;
+    }
+    let hs = ct.handshake();
+    let long_command = format!("sh -c {IDLE_UNTIL_TERM}");
+    let exiting = format!("{SYNC_SH} s ready; w go; echo \"done\"; exit 3");
+    let exiting_command = format!("sh -c {exiting}");
+    let twenty_command = "sleep 10000000000000"; // exactly 20 characters: not cut
+    assert_eq!(twenty_command.len(), 20);
+
+    let before_runs = Instant::now();
+    let long = ct.run_detached([
+        "--name",
+        "long",
+        "-p",
+        "8080:80",
+        "busybox",
+        "sh",
+        "-c",
+        IDLE_UNTIL_TERM,
+    ]);
+    let twenty = ct.run_detached([
+        "--name",
+        "twenty",
+        "--network",
+        "none",
+        "busybox",
+        "sleep",
+        "10000000000000",
+    ]);
+    let exiter = ct.run_detached([
+        "--name",
+        "exiter",
+        "-p",
+        "127.0.0.1:8081:81/udp",
+        "-v",
+        &hs.volume(),
+        "busybox",
+        "sh",
+        "-c",
+        &exiting,
+    ]);
+    let after_runs = Instant::now();
+    hs.wait_for("ready");
+    // Time passes (not a synchronisation): CREATED must then read "N seconds ago", N >= 2.
+    std::thread::sleep(Duration::from_secs(2));
+
+    let rows = ct.ps_rows(&[]);
+    let seen = Instant::now();
+    let names: Vec<&str> = rows.iter().map(|r| r.names.as_str()).collect();
+    assert_eq!(
+        names,
+        ["exiter", "twenty", "long"],
+        "newest first: {rows:?}"
+    );
+    let row = |name: &str| -> &PsRow { rows.iter().find(|r| r.names == name).unwrap() };
+    for (name, id, command) in [
+        ("long", &long, long_command.as_str()),
+        ("twenty", &twenty, twenty_command),
+        ("exiter", &exiter, exiting_command.as_str()),
+    ] {
+        let r = row(name);
+        assert_eq!(r.id, id[..12], "{r:?}");
+        assert_eq!(r.image, "busybox", "{r:?}");
+        assert_eq!(r.command, docker_command_cell(command, true), "{r:?}");
+        assert_eq!(r.kind(), StatusKind::Up, "{r:?}");
+        // Created between `before_runs` and `after_runs`; listed just before `seen`.
+        let created = r.created_secs();
+        let (lo, hi) = (
+            seen.duration_since(after_runs).as_secs().saturating_sub(1),
+            seen.duration_since(before_runs).as_secs(),
+        );
+        assert!(lo >= 1, "the sleep above did not happen?");
+        assert!(
+            overlaps(&created, lo, hi),
+            "CREATED {:?} is not between {lo} and {hi} seconds ago: {r:?}",
+            r.created
+        );
+        let up = r.status_secs().unwrap_or_else(|| panic!("{r:?}"));
+        assert!(
+            up.start() <= created.end(),
+            "Up for longer than it exists: {r:?}"
+        );
+    }
+    assert_eq!(row("long").command, "\"sh -c trap 'exit 0'…\"");
+    assert_eq!(row("long").ports, "0.0.0.0:8080->80/tcp");
+    assert_eq!(row("twenty").ports, "");
+    assert_eq!(row("exiter").ports, "127.0.0.1:8081->81/udp");
+
+    hs.release("go");
+    let released = Instant::now();
+    ct.wait_exited("exiter");
+    let all = ct.ps_rows(&["-a", "--no-trunc"]);
+    let seen = Instant::now();
+    assert_eq!(all.len(), 3, "{all:?}");
+    for (name, id, command) in [
+        ("long", &long, long_command.as_str()),
+        ("twenty", &twenty, twenty_command),
+        ("exiter", &exiter, exiting_command.as_str()),
+    ] {
+        let r = all.iter().find(|r| r.names == name).unwrap();
+        assert_eq!(&r.id, id, "--no-trunc shows the full id: {r:?}");
+        assert_eq!(r.command, docker_command_cell(command, false), "{r:?}");
+        r.created_secs();
+    }
+    let exited = all.iter().find(|r| r.names == "exiter").unwrap();
+    assert_eq!(
+        exited.command,
+        format!("\"sh -c {}\"", exiting.replace('"', "\\\"")),
+        "{exited:?}"
+    );
+    assert_eq!(exited.kind(), StatusKind::Exited(3), "{exited:?}");
+    let ago = exited.status_secs().unwrap();
+    assert!(
+        overlaps(&ago, 0, seen.duration_since(released).as_secs()),
+        "exited {:?}, but it was released {:?} before: {exited:?}",
+        exited.status,
+        seen.duration_since(released)
+    );
+    assert_eq!(
+        exited.ports, "",
+        "an exited container publishes nothing: {exited:?}"
+    );
+    let running = ct.ps_rows(&["--no-trunc"]);
+    let running: Vec<(&str, &str)> = running
+        .iter()
+        .map(|r| (r.names.as_str(), r.id.as_str()))
+        .collect();
+    assert_eq!(
+        running,
+        [("twenty", twenty.as_str()), ("long", long.as_str())]
+    );
     ct.finish();
 }
 

@@ -80,6 +80,34 @@ pub fn ellipsis(text: &str, max: usize) -> String {
     out
 }
 
+/// `text` as a double-quoted Go string literal (Go's `strconv.Quote`, which docker's COMMAND
+/// column uses): `"` and `\` escaped, control characters as `\n`, `\t`, … or `\xNN`, other
+/// non-printable characters as `\uNNNN`; printable Unicode (the ellipsis) kept.
+pub fn go_quote(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\u{7}' => out.push_str("\\a"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{b}' => out.push_str("\\v"),
+            c if (c as u32) < 0x20 || c == '\u{7f}' => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
+            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,6 +146,14 @@ mod tests {
         assert_eq!(human_size(4_260_000), "4.26MB");
         assert_eq!(human_size(12_500_000), "12.5MB");
         assert_eq!(human_size(123_000_000), "123MB");
+    }
+
+    #[test]
+    fn go_quoting() {
+        assert_eq!(go_quote("sleep 1000"), r#""sleep 1000""#);
+        assert_eq!(go_quote("echo \"a\\b\""), r#""echo \"a\\b\"""#);
+        assert_eq!(go_quote("a\nb\t\u{1}\u{7f}"), r#""a\nb\t\x01\x7f""#);
+        assert_eq!(go_quote("sh -c 'x'…"), "\"sh -c 'x'…\"");
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use clap::Args;
 
-use super::format::{ellipsis, human_duration, table};
+use super::format::{ellipsis, go_quote, human_duration, table};
 use crate::container;
 use crate::state::{ContainerRecord, StateStore, Status};
 
@@ -45,15 +45,18 @@ pub fn ps(root: &Path, args: PsArgs) -> anyhow::Result<()> {
     let rows: Vec<Vec<String>> = records
         .iter()
         .map(|r| {
-            let command = format!("\"{}\"", r.command.join(" "));
+            // docker cuts the command first and quotes what is left, so the closing quote
+            // always shows: "sh -c 'while :; do…".
+            let command = r.command.join(" ");
+            let command = if args.no_trunc {
+                command
+            } else {
+                ellipsis(&command, 20)
+            };
             vec![
                 id(r),
                 r.image.clone(),
-                if args.no_trunc {
-                    command
-                } else {
-                    ellipsis(&command, 20)
-                },
+                go_quote(&command),
                 format!("{} ago", human_duration(r.created.elapsed())),
                 status(r),
                 ports(r),
