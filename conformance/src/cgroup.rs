@@ -67,6 +67,10 @@ pub const CPUSET_CPUS: File = File {
     v1: ("cpuset", "cpuset.cpus"),
     v2: "cpuset.cpus",
 };
+pub const CPUSET_MEMS: File = File {
+    v1: ("cpuset", "cpuset.mems"),
+    v2: "cpuset.mems",
+};
 pub const CPU_STAT: File = File {
     v1: ("cpu", "cpu.stat"),
     v2: "cpu.stat",
