@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use conformance::cgroup::{self, File};
+use conformance::containers::{SYNC_SH, parse_stats_table};
 use conformance::{Carton, EXIT_CARTON_ERROR, skip};
 use rstest::rstest;
 use serde_json::Value;
@@ -604,41 +605,115 @@ fn own_cgroup_is_visible_read_only() {
     ct.finish();
 }
 
+/// `stats --no-stream` without names lists every running container of its root and no other
+/// (not the exited one), each cell parsed. CPU %: a busy loop under `--cpus 0.5` shows a
+/// value in a wide but meaningful band, 10–75 % (the host's two cores are shared with other
+/// tests: no tight bounds), an idle container under 5 %. MEM USAGE / LIMIT: `-m 64m` as the
+/// limit, the host's memory without `-m`, a usage within it; MEM % their ratio. NET I/O: nothing
+/// for `--network none`. PIDS: exactly the processes each container runs.
 #[test]
 fn stats_reports_usage_and_limits() {
-    let Some(ct) = fixture(&["memory", "pids"]) else {
+    let Some(ct) = fixture(&["memory", "pids", "cpu", "cpuacct"]) else {
         return;
     };
-    let mut running = ct
-        .run([
-            "--name",
-            "watched",
-            "-m",
-            "64m",
-            "busybox",
-            "sh",
-            "-c",
-            "echo up; sleep 60; true",
-        ])
-        .spawn();
-    running.wait_for_stdout("up");
-    wait_running(&ct, "watched");
-    let out = ct
-        .cmd()
-        .args(["stats", "--no-stream", "watched"])
-        .stdout_ok();
-    let lines: Vec<&str> = out.lines().collect();
-    assert!(lines[0].starts_with("CONTAINER ID"), "{out}");
-    assert!(
-        lines[0].contains("MEM USAGE / LIMIT") && lines[0].contains("PIDS"),
-        "{out}"
+    let hs = ct.handshake();
+    let busy = ct.run_detached([
+        "--name",
+        "busy",
+        "--network",
+        "none",
+        "--cpus",
+        "0.5",
+        "-v",
+        &hs.volume(),
+        "busybox",
+        "sh",
+        "-c",
+        &format!("{SYNC_SH} s busy; while :; do :; done"),
+    ]);
+    let idle = ct.run_detached([
+        "--name",
+        "idle",
+        "--network",
+        "none",
+        "-m",
+        "64m",
+        "-v",
+        &hs.volume(),
+        "busybox",
+        "sh",
+        "-c",
+        &format!("{SYNC_SH} sleep 1000 & s idle; wait"),
+    ]);
+    ct.run_detached(["--name", "done", "--network", "none", "busybox", "true"]);
+    ct.wait_exited("done");
+    // `s` has returned (its touch reaped): busy runs one process from here on, idle two.
+    hs.wait_for("busy");
+    hs.wait_for("idle");
+
+    let out = ct.cmd().args(["stats", "--no-stream"]).stdout_ok();
+    let rows = parse_stats_table(&out);
+    let mut names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        ["busy", "idle"],
+        "every running container, only those:\n{out}"
     );
-    let row = lines.iter().find(|l| l.contains("watched")).expect("row");
-    assert!(row.contains("/ 64.00MiB"), "{row}");
-    let pids: u64 = row.split_whitespace().last().unwrap().parse().unwrap();
-    assert!(pids >= 2, "sh and sleep run: {row}");
-    ct.cmd().args(["rm", "-f", "watched"]).stdout_ok();
-    let _ = running.wait();
+    let row = |name: &str| rows.iter().find(|r| r.name == name).unwrap();
+    let (busy_row, idle_row) = (row("busy"), row("idle"));
+    assert_eq!(busy_row.id, busy[..12], "{out}");
+    assert_eq!(idle_row.id, idle[..12], "{out}");
+
+    assert!(
+        (10.0..=75.0).contains(&busy_row.cpu_percent),
+        "a busy loop under --cpus 0.5 at {}% CPU:\n{out}",
+        busy_row.cpu_percent
+    );
+    assert!(
+        idle_row.cpu_percent < 5.0,
+        "an idle container at {}% CPU:\n{out}",
+        idle_row.cpu_percent
+    );
+
+    assert_eq!(idle_row.mem_limit, (64u64 << 20) as f64, "{out}");
+    let host_memory = std::fs::read_to_string("/proc/meminfo")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .expect("MemTotal in /proc/meminfo")
+        * 1024.0;
+    assert!(
+        (busy_row.mem_limit - host_memory).abs() <= host_memory * 0.005,
+        "without -m the limit is the host's memory ({host_memory} bytes):\n{out}"
+    );
+    for r in [busy_row, idle_row] {
+        assert!(
+            r.mem_usage > 0.0 && r.mem_usage <= r.mem_limit,
+            "{}: usage {} of {}:\n{out}",
+            r.name,
+            r.mem_usage,
+            r.mem_limit
+        );
+        // Both sides are rounded to two decimals of their unit: half a percent.
+        let ratio = r.mem_usage / r.mem_limit * 100.0;
+        assert!(
+            (r.mem_percent - ratio).abs() <= 0.01 + ratio * 0.01,
+            "{}: MEM % {} is not usage / limit ({ratio:.3}):\n{out}",
+            r.name,
+            r.mem_percent
+        );
+        assert_eq!(r.net, (0.0, 0.0), "{}: --network none:\n{out}", r.name);
+    }
+    assert_eq!(busy_row.pids, 1, "sh alone:\n{out}");
+    assert_eq!(idle_row.pids, 2, "sh and sleep:\n{out}");
+
+    // Named: that container alone.
+    let named = ct.cmd().args(["stats", "--no-stream", "idle"]).stdout_ok();
+    let rows = parse_stats_table(&named);
+    assert_eq!(rows.len(), 1, "{named}");
+    assert_eq!(rows[0].mem_limit, (64u64 << 20) as f64, "{named}");
     ct.finish();
 }
 
