@@ -71,6 +71,20 @@ pub const CPUSET_MEMS: File = File {
     v1: ("cpuset", "cpuset.mems"),
     v2: "cpuset.mems",
 };
+/// v1 holds the quota alone (`-1` or microseconds), v2 `cpu.max` quota and period together.
+pub const CPU_QUOTA: File = File {
+    v1: ("cpu", "cpu.cfs_quota_us"),
+    v2: "cpu.max",
+};
+pub const CPU_PERIOD: File = File {
+    v1: ("cpu", "cpu.cfs_period_us"),
+    v2: "cpu.max",
+};
+/// v1 shares (2–262144, default 1024), v2 weight (1–10000, default 100).
+pub const CPU_WEIGHT: File = File {
+    v1: ("cpu", "cpu.shares"),
+    v2: "cpu.weight",
+};
 pub const CPU_STAT: File = File {
     v1: ("cpu", "cpu.stat"),
     v2: "cpu.stat",
@@ -178,6 +192,53 @@ pub fn cpu_usage_ns(id: &str) -> Option<u64> {
                     .ok()?;
             keyed(&text, "usage_usec").map(|us| us * 1000)
         }
+    }
+}
+
+/// The CPU limit of container `id` as its cgroup holds it, in v2's `cpu.max` form on both
+/// versions: `"<quota> <period>"`, `"max <period>"` when unlimited (v1's `-1`).
+pub fn cpu_max(id: &str) -> Option<String> {
+    match version()? {
+        Version::V1 => {
+            let read = |file| std::fs::read_to_string(host_path(id, file)?).ok();
+            let quota = read(CPU_QUOTA)?.trim().to_string();
+            let period = read(CPU_PERIOD)?.trim().to_string();
+            let quota = if quota == "-1" { "max".into() } else { quota };
+            Some(format!("{quota} {period}"))
+        }
+        Version::V2 => std::fs::read_to_string(host_path(id, CPU_QUOTA)?)
+            .ok()
+            .map(|s| s.trim().to_string()),
+    }
+}
+
+/// The shell command that prints, inside a container, what [`cpu_max`] reads on the host.
+pub fn cpu_max_inside() -> Option<String> {
+    match version()? {
+        Version::V1 => Some(format!(
+            "q=$(cat {}); [ \"$q\" = -1 ] && q=max; echo \"$q $(cat {})\"",
+            container_path(CPU_QUOTA)?,
+            container_path(CPU_PERIOD)?
+        )),
+        Version::V2 => Some(format!("cat {}", container_path(CPU_QUOTA)?)),
+    }
+}
+
+/// The value of [`CPU_WEIGHT`] that `--cpu-shares shares` must give: the shares on v1, runc's
+/// weight on v2 (1 + (shares − 2) × 9999 / 262142, shares clamped to 2–262144), computed
+/// here so the scenarios do not take carton's word for the conversion.
+pub fn expected_weight(shares: u64) -> u64 {
+    match version() {
+        Some(Version::V2) => 1 + (shares.clamp(2, 262_144) - 2) * 9999 / 262_142,
+        _ => shares,
+    }
+}
+
+/// The weight file's value when no shares were given: 1024 shares on v1, weight 100 on v2.
+pub fn default_weight() -> u64 {
+    match version() {
+        Some(Version::V2) => 100,
+        _ => 1024,
     }
 }
 

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use conformance::cgroup::{self, File};
-use conformance::containers::{SYNC_SH, parse_stats_table};
+use conformance::containers::{IDLE_UNTIL_TERM, SYNC_SH, parse_rfc3339, parse_stats_table};
 use conformance::{Carton, EXIT_CARTON_ERROR, skip};
 use rstest::rstest;
 use serde_json::Value;
@@ -550,6 +550,146 @@ fn update_changes_live_limits() {
     let out = running.assert().success().get_output().stdout.clone();
     let out = String::from_utf8_lossy(&out);
     assert!(procs(&out) <= 5, "the new limit was not enforced: {out}");
+    ct.finish();
+}
+
+/// `update --cpus --cpu-shares` of a running container: the cgroup's quota and shares (v2:
+/// cpu.max and runc's weight) change at once, `inspect` shows NanoCpus and CpuShares, and the
+/// limits are in its configuration: after `restart` the new cgroup has them too.
+#[test]
+fn update_changes_live_cpu_limits() {
+    let Some(ct) = fixture(&["cpu"]) else {
+        return;
+    };
+    let id = ct.run_detached([
+        "--name",
+        "cpu",
+        "--network",
+        "none",
+        "busybox",
+        "sh",
+        "-c",
+        IDLE_UNTIL_TERM,
+    ]);
+    let weight = || cgroup::read_limit(&cgroup::host_path(&id, cgroup::CPU_WEIGHT).unwrap());
+    assert_eq!(cgroup::cpu_max(&id).as_deref(), Some("max 100000"));
+    assert_eq!(weight(), Some(cgroup::default_weight()));
+
+    ct.cmd()
+        .args(["update", "--cpus", "0.5", "--cpu-shares", "512", "cpu"])
+        .assert()
+        .success()
+        .stdout("cpu\n");
+    assert_eq!(cgroup::cpu_max(&id).as_deref(), Some("50000 100000"));
+    assert_eq!(weight(), Some(cgroup::expected_weight(512)));
+    let config = &inspect(&ct, "cpu")["HostConfig"];
+    assert_eq!(config["NanoCpus"], 500_000_000, "{config}");
+    assert_eq!(config["CpuShares"], 512, "{config}");
+
+    // Only what is named changes.
+    ct.cmd()
+        .args(["update", "--cpu-shares", "256", "cpu"])
+        .assert()
+        .success();
+    assert_eq!(cgroup::cpu_max(&id).as_deref(), Some("50000 100000"));
+    assert_eq!(weight(), Some(cgroup::expected_weight(256)));
+
+    ct.cmd()
+        .args(["restart", "-t", "30", "cpu"])
+        .timeout(conformance::DEADLINE * 2)
+        .assert()
+        .success();
+    ct.init_process(&id);
+    assert_eq!(cgroup::cpu_max(&id).as_deref(), Some("50000 100000"));
+    assert_eq!(weight(), Some(cgroup::expected_weight(256)));
+    let config = &inspect(&ct, "cpu")["HostConfig"];
+    assert_eq!(config["NanoCpus"], 500_000_000, "{config}");
+    assert_eq!(config["CpuShares"], 256, "{config}");
+    ct.finish();
+}
+
+/// `update` of a stopped container, as docker allows ("on a running or a stopped
+/// container"): the new limits go into its configuration — `inspect` shows them, the container
+/// stays exited and gets no cgroup — and its next `start` runs under them. The container writes
+/// its own cgroup's values at every start.
+#[test]
+fn update_of_a_stopped_container_applies_at_its_next_start() {
+    let Some(ct) = fixture(&["cpu", "pids"]) else {
+        return;
+    };
+    let hs = ct.handshake();
+    let script = format!(
+        "echo run >> /runs; n=$(wc -l < /runs); {{ {}; cat {}; cat {}; }} > /sync/limits-$n",
+        cgroup::cpu_max_inside().unwrap(),
+        inside(cgroup::CPU_WEIGHT),
+        inside(cgroup::PIDS_MAX)
+    );
+    let id = ct.run_detached([
+        "--name",
+        "later",
+        "--network",
+        "none",
+        "-v",
+        &hs.volume(),
+        "busybox",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    let first = ct.wait_exited("later");
+    assert_eq!(first["ExitCode"], 0, "{first}");
+    let limits = |n: u32| std::fs::read_to_string(hs.dir().join(format!("limits-{n}"))).unwrap();
+    assert_eq!(
+        limits(1),
+        format!("max 100000\n{}\nmax\n", cgroup::default_weight())
+    );
+
+    ct.cmd()
+        .args([
+            "update",
+            "--cpus",
+            "0.5",
+            "--cpu-shares",
+            "512",
+            "--pids-limit",
+            "20",
+            "later",
+        ])
+        .assert()
+        .success()
+        .stdout("later\n");
+    let v = inspect(&ct, "later");
+    assert_eq!(v["State"]["Status"], "exited", "update started it: {v}");
+    assert_eq!(v["State"], first, "update changed the State");
+    let config = &v["HostConfig"];
+    assert_eq!(config["NanoCpus"], 500_000_000, "{config}");
+    assert_eq!(config["CpuShares"], 512, "{config}");
+    assert_eq!(config["PidsLimit"], 20, "{config}");
+    assert_eq!(
+        cgroup::existing_dirs(&id),
+        Vec::<std::path::PathBuf>::new(),
+        "update made a cgroup for a stopped container"
+    );
+
+    let started1 = parse_rfc3339(first["StartedAt"].as_str().unwrap()).unwrap();
+    ct.cmd()
+        .args(["start", "later"])
+        .assert()
+        .success()
+        .stdout("later\n");
+    let second = ct.wait_for_state("later", "exited after its second run", |s| {
+        s["Status"] == "exited"
+            && s["StartedAt"]
+                .as_str()
+                .and_then(parse_rfc3339)
+                .is_some_and(|t| t > started1)
+    });
+    assert_eq!(second["ExitCode"], 0, "{second}");
+    assert_eq!(
+        limits(2),
+        format!("50000 100000\n{}\n20\n", cgroup::expected_weight(512)),
+        "the second run did not get the updated limits"
+    );
     ct.finish();
 }
 
