@@ -195,6 +195,23 @@ pub fn cpu_usage_ns(id: &str) -> Option<u64> {
     }
 }
 
+/// Whether the kernel can limit a cgroup's swap: v1 swap accounting (memsw files), v2 a
+/// `memory.swap.max` in non-root cgroups (the root has none).
+pub fn swap_limit_supported() -> bool {
+    match version() {
+        Some(Version::V1) => {
+            v1_mount("memory").is_some_and(|m| m.join("memory.memsw.limit_in_bytes").exists())
+        }
+        Some(Version::V2) => v2_mount()
+            .and_then(|m| std::fs::read_dir(m).ok())
+            .is_some_and(|dir| {
+                dir.filter_map(Result::ok)
+                    .any(|e| e.path().join("memory.swap.max").exists())
+            }),
+        None => false,
+    }
+}
+
 /// The CPU limit of container `id` as its cgroup holds it, in v2's `cpu.max` form on both
 /// versions: `"<quota> <period>"`, `"max <period>"` when unlimited (v1's `-1`).
 pub fn cpu_max(id: &str) -> Option<String> {

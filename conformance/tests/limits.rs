@@ -693,6 +693,87 @@ fn update_of_a_stopped_container_applies_at_its_next_start() {
     ct.finish();
 }
 
+/// `inspect` reports every limit flag in HostConfig as docker names it, the same values the
+/// cgroup holds while the container runs, and still after it exited.
+#[test]
+fn inspect_reports_every_limit() {
+    let Some(ct) = fixture(&["memory", "cpu", "cpuset", "pids"]) else {
+        return;
+    };
+    let cpu = online("cpu").last().copied().unwrap_or(0).to_string();
+    let node = online("node").last().copied().unwrap_or(0).to_string();
+    let swap = cgroup::swap_limit_supported();
+    let mut args = vec![
+        "--name",
+        "limited",
+        "--network",
+        "none",
+        "-m",
+        "64m",
+        "--memory-reservation",
+        "32m",
+        "--cpus",
+        "0.5",
+        "--cpu-shares",
+        "512",
+        "--cpuset-cpus",
+        &cpu,
+        "--cpuset-mems",
+        &node,
+        "--pids-limit",
+        "50",
+    ];
+    if swap {
+        args.extend(["--memory-swap", "96m"]);
+    } else {
+        eprintln!("NOTE: the kernel cannot limit swap here: MemorySwap is not checked");
+    }
+    args.extend(["busybox", "sh", "-c", IDLE_UNTIL_TERM]);
+    let id = ct.run_detached(&args);
+
+    let check = |when: &str| {
+        let config = inspect(&ct, "limited")["HostConfig"].clone();
+        let expect = |key: &str, value: Value| {
+            assert_eq!(config[key], value, "{when}: HostConfig.{key}: {config}");
+        };
+        expect("Memory", (64u64 << 20).into());
+        expect("MemoryReservation", (32u64 << 20).into());
+        if swap {
+            expect("MemorySwap", (96u64 << 20).into());
+        }
+        expect("NanoCpus", 500_000_000.into());
+        expect("CpuQuota", 50_000.into());
+        expect("CpuPeriod", 100_000.into());
+        expect("CpuShares", 512.into());
+        expect("CpusetCpus", cpu.as_str().into());
+        expect("CpusetMems", node.as_str().into());
+        expect("PidsLimit", 50.into());
+    };
+    check("running");
+    let host = |file| cgroup::read_limit(&cgroup::host_path(&id, file).unwrap());
+    let text = |file| {
+        std::fs::read_to_string(cgroup::host_path(&id, file).unwrap())
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    assert_eq!(host(cgroup::MEMORY_LIMIT), Some(64 << 20));
+    assert_eq!(host(cgroup::MEMORY_RESERVATION), Some(32 << 20));
+    assert_eq!(cgroup::cpu_max(&id).as_deref(), Some("50000 100000"));
+    assert_eq!(host(cgroup::CPU_WEIGHT), Some(cgroup::expected_weight(512)));
+    assert_eq!(text(cgroup::CPUSET_CPUS), cpu);
+    assert_eq!(text(cgroup::CPUSET_MEMS), node);
+    assert_eq!(host(cgroup::PIDS_MAX), Some(50));
+
+    ct.cmd()
+        .args(["stop", "-t", "30", "limited"])
+        .timeout(conformance::DEADLINE * 2)
+        .assert()
+        .success();
+    check("exited");
+    ct.finish();
+}
+
 #[test]
 fn cgroup_is_removed_after_exit_and_after_rm_f() {
     let Some(ct) = fixture(&[]) else {
