@@ -938,6 +938,65 @@ fn stats_reports_usage_and_limits() {
     ct.finish();
 }
 
+/// Whether `strace` runs here.
+fn have_strace() -> bool {
+    std::process::Command::new("strace")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Runs `carton run <args…>` (in the scenario's network namespace, with its root) under
+/// `strace -f`, and returns its output and every directory that it or any of its processes
+/// tried to create (mkdir/mkdirat, whether or not the call succeeded). Only this run's
+/// processes are traced: other tests creating cgroups at the same time cannot show up.
+fn run_traced(ct: &Carton, args: &[&str]) -> (std::process::Output, Vec<std::path::PathBuf>) {
+    let trace = ct.path(&conformance::unique("strace"));
+    let mut cmd = std::process::Command::new("strace");
+    cmd.args(["-f", "-qq", "-y", "-e", "trace=mkdir,mkdirat", "-o"])
+        .arg(&trace)
+        .arg("--")
+        .arg(ct.bin())
+        .arg("--root")
+        .arg(ct.root())
+        .arg("run")
+        .args(args);
+    ct.netns().apply(&mut cmd);
+    let out = conformance::output_within(cmd, conformance::DEADLINE);
+    let text = std::fs::read_to_string(&trace)
+        .unwrap_or_else(|e| panic!("strace wrote no trace ({e}): {out:?}"));
+    let _ = std::fs::remove_file(&trace);
+    // `PID mkdir("/abs", 0777) = 0` or `PID mkdirat(3</dir>, "rel", 0755) = -1 EEXIST …`.
+    let dirs = text
+        .lines()
+        .filter_map(|line| {
+            let (_, call) = line.split_once(' ')?;
+            let call = call.trim_start();
+            let (base, rest) = if let Some(rest) = call.strip_prefix("mkdir(") {
+                (None, rest)
+            } else {
+                let rest = call.strip_prefix("mkdirat(")?;
+                let (fd, rest) = rest.split_once(", ")?;
+                let dir = fd
+                    .split_once('<')
+                    .and_then(|(_, d)| d.strip_suffix('>'))
+                    .map(std::path::PathBuf::from);
+                (dir, rest)
+            };
+            let path = rest.strip_prefix('"')?.split_once('"')?.0;
+            Some(match base {
+                Some(dir) if !path.starts_with('/') => dir.join(path),
+                _ => std::path::PathBuf::from(path),
+            })
+        })
+        .collect();
+    (out, dirs)
+}
+
+/// A bad limit: exit 125, the flag named, no container. And no cgroup: `carton run` is traced
+/// (strace) and must not even try to create a directory in a cgroup hierarchy — a check other
+/// tests' containers cannot disturb, unlike a look at `carton/` before and after. An accepted
+/// run traced the same way must show its `carton/<id>`, so the check can fail.
 #[rstest]
 #[case::memory_not_a_size(&["-m", "abc"], "--memory")]
 #[case::memory_too_small(&["-m", "1k"], "--memory")]
@@ -953,9 +1012,15 @@ fn bad_limits_are_refused(#[case] flags: &[&str], #[case] named: &str) {
     let Some(ct) = Carton::with_busybox() else {
         return;
     };
-    let out = ct
-        .run(flags.iter().copied().chain(["busybox", "true"]))
-        .output();
+    let mut args: Vec<&str> = vec!["--network", "none"];
+    args.extend_from_slice(flags);
+    args.extend(["busybox", "true"]);
+    let strace = have_strace();
+    let (out, made) = if strace {
+        run_traced(&ct, &args)
+    } else {
+        (ct.run(&args).output(), Vec::new())
+    };
     assert_eq!(out.status.code(), Some(EXIT_CARTON_ERROR), "{out:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains(named), "{stderr}");
@@ -963,6 +1028,32 @@ fn bad_limits_are_refused(#[case] flags: &[&str], #[case] named: &str) {
     assert!(
         ct.container_dirs().is_empty(),
         "a container dir was created"
+    );
+    if !strace {
+        skip("strace is not installed: whether the refused run touched a cgroup is not checked");
+        ct.finish();
+        return;
+    }
+    let roots = cgroup::roots();
+    let in_cgroups = |dirs: &[std::path::PathBuf]| -> Vec<std::path::PathBuf> {
+        dirs.iter()
+            .filter(|d| roots.iter().any(|r| d.starts_with(r)))
+            .cloned()
+            .collect()
+    };
+    assert_eq!(
+        in_cgroups(&made),
+        Vec::<std::path::PathBuf>::new(),
+        "the refused run made (or tried to make) cgroup directories"
+    );
+
+    let (out, made) = run_traced(&ct, &["--network", "none", "busybox", "true"]);
+    assert!(out.status.success(), "{out:?}");
+    let id = ct.only_container_id();
+    let cgroups = in_cgroups(&made);
+    assert!(
+        cgroups.iter().any(|d| d.ends_with(format!("carton/{id}"))),
+        "the trace of an accepted run lacks its cgroup carton/{id}: {made:?}"
     );
     ct.finish();
 }
