@@ -1532,3 +1532,46 @@ fn interactive_detached_keeps_stdin_open() {
     assert_eq!(ct.ps_row("cat").map(|r| r.kind()), Some(StatusKind::Up));
     ct.finish();
 }
+
+/// A container left frozen (what a `commit` killed mid-way leaves behind) can still be stopped
+/// and removed: on cgroup v1 a frozen process acts on no signal, not even SIGKILL, until it is
+/// thawed, so `stop` and `rm -f` thaw it after signalling.
+#[test]
+fn frozen_containers_can_be_stopped_and_removed() {
+    let Some(ct) = fixture() else { return };
+    if cgroup::version() == Some(cgroup::Version::V1) && !cgroup::has_controller("freezer") {
+        skip("the v1 freezer controller is not mounted");
+        return;
+    }
+    let freeze = |id: &str| {
+        let path = cgroup::host_path(id, conformance::images::FREEZER).expect("a freezer file");
+        let value = match cgroup::version() {
+            Some(cgroup::Version::V1) => "FROZEN",
+            _ => "1",
+        };
+        std::fs::write(&path, value).unwrap_or_else(|e| panic!("freeze {}: {e}", path.display()));
+    };
+    let stopped = ct.run_detached(["--name", "stopped", "busybox", "sleep", "1000"]);
+    let removed = ct.run_detached(["--name", "removed", "busybox", "sleep", "1000"]);
+    freeze(&stopped);
+    freeze(&removed);
+    assert_eq!(
+        ct.state("stopped")["Paused"],
+        true,
+        "inspect of a frozen container"
+    );
+
+    ct.cmd()
+        .args(["stop", "-t", "1", "stopped"])
+        .assert()
+        .success();
+    let state = ct.inspect("stopped")["State"].clone();
+    assert_eq!(state["Running"], false, "{state}");
+    ct.cmd().args(["rm", "-f", "removed"]).assert().success();
+    assert!(
+        !ct.container_ids().contains(&removed),
+        "rm -f left the frozen container"
+    );
+    ct.cmd().args(["rm", "stopped"]).assert().success();
+    ct.finish();
+}

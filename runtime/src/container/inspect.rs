@@ -63,6 +63,13 @@ pub fn inspect(states: &StateStore, record: &ContainerRecord) -> Result<Value, C
         (Some(q), Some(p)) if q > 0 && p > 0 => q * 1_000_000_000 / p as i64,
         _ => 0,
     };
+    // Frozen: by a commit in progress, or one that was killed mid-way.
+    let paused = record.status == Status::Running
+        && crate::cgroups::open(
+            &crate::cgroups::Layout::detect(),
+            &super::cgroup_path(&record.id),
+        )
+        .is_ok_and(|c| c.is_frozen());
     let time = |t: Option<crate::state::Timestamp>| {
         t.map_or_else(|| "0001-01-01T00:00:00Z".to_string(), |t| t.to_rfc3339())
     };
@@ -74,7 +81,7 @@ pub fn inspect(states: &StateStore, record: &ContainerRecord) -> Result<Value, C
         "State": {
             "Status": record.status.as_str(),
             "Running": record.status == Status::Running,
-            "Paused": false,
+            "Paused": paused,
             "Restarting": false,
             "OOMKilled": record.oom_killed,
             "Dead": false,

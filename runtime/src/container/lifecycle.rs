@@ -36,13 +36,33 @@ pub fn stop(states: &StateStore, reference: &str, grace: Duration) -> Result<(),
     if !record.process_alive() {
         return settle(states, &record);
     }
-    let pid = Pid::from_raw(record.pid.unwrap_or(0));
-    let _ = send_signal(pid, Signal::SIGTERM);
+    let _ = signal(&record, Signal::SIGTERM);
     if !wait_dead(&record, grace) {
-        let _ = send_signal(pid, Signal::SIGKILL);
+        let _ = signal(&record, Signal::SIGKILL);
         wait_dead(&record, OWNER_GRACE);
     }
     settle(states, &record)
+}
+
+/// Sends `sig` to the container's init, then thaws its cgroup if it is frozen (a `commit`
+/// that was killed mid-way leaves it so): a frozen process on cgroup v1 acts on no signal,
+/// not even SIGKILL, until it is thawed.
+pub(crate) fn signal(record: &ContainerRecord, sig: Signal) -> nix::Result<()> {
+    send_signal(Pid::from_raw(record.pid.unwrap_or(0)), sig)?;
+    if let Ok(cgroup) = crate::cgroups::open(
+        &crate::cgroups::Layout::detect(),
+        &super::cgroup_path(&record.id),
+    ) && cgroup.is_frozen()
+    {
+        log::warn!(
+            "container {} was frozen (an interrupted commit?): thawing it",
+            record.short_id()
+        );
+        if let Err(e) = cgroup.thaw() {
+            log::warn!("container {}: {e}", record.short_id());
+        }
+    }
+    Ok(())
 }
 
 /// `kill`: sends `signal` to the container's init.
@@ -51,7 +71,7 @@ pub fn kill(states: &StateStore, reference: &str, signal: Signal) -> Result<(), 
     if !record.process_alive() {
         return Err(ContainerError::NotRunning(reference.to_string()));
     }
-    send_signal(Pid::from_raw(record.pid.unwrap_or(0)), signal)
+    self::signal(&record, signal)
         .map_err(|e| ContainerError::io(format!("send {signal} to {reference}"))(e.into()))
 }
 

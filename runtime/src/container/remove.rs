@@ -88,9 +88,7 @@ pub fn remove(states: &StateStore, reference: &str, force: bool) -> Result<(), C
         if !force {
             return Err(ContainerError::Running(reference.to_string()));
         }
-        if let Some(pid) = record.pid {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-        }
+        let _ = super::lifecycle::signal(&record, Signal::SIGKILL);
         let deadline = Instant::now() + Duration::from_secs(10);
         while record.process_alive() {
             if Instant::now() > deadline {
