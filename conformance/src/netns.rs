@@ -47,6 +47,13 @@ impl TestNetns {
         }
     }
 
+    /// The namespace's descriptor, for a `setns` of a process forked by hand (see
+    /// [`crate::oci::Subreaper`]).
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.fd.as_fd()
+    }
+
     /// Runs `f` on a thread inside the namespace (sockets opened there belong to it).
     pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
         let fd = self.fd.clone();

@@ -199,12 +199,62 @@ impl OciHost {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
+        self.spawn_leaving_process_with(id, args, |_| {})
+    }
+
+    /// [`OciHost::spawn_leaving_process`] after `configure` changed the command (descriptors
+    /// handed to the runtime in a `pre_exec`, say).
+    #[track_caller]
+    pub fn spawn_leaving_process_with<I, S>(
+        &self,
+        id: &str,
+        args: I,
+        configure: impl FnOnce(&mut std::process::Command),
+    ) -> Child
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
         self.remember(id);
         let mut cmd = self.cmd(args).to_std();
         cmd.stdin(Stdio::null())
             .stdout(append(&self.base.join(format!("{id}.out"))))
             .stderr(append(&self.base.join(format!("{id}.err"))));
+        configure(&mut cmd);
         cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"))
+    }
+
+    /// [`OciHost::run_leaving_process`] under a [`Subreaper`], as containerd's shim and conmon
+    /// run `exec --detach`: the process the runtime leaves behind is reparented to it when the
+    /// runtime exits, and its exit status can be collected with [`Subreaper::wait_exit`].
+    /// Returns at once; [`Subreaper::wait_runtime`] waits for the runtime.
+    #[track_caller]
+    pub fn spawn_under_subreaper<I, S>(&self, id: &str, args: I) -> Subreaper
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.remember(id);
+        let cmd = self.cmd(args).to_std();
+        Subreaper::spawn(
+            &cmd,
+            &self.netns,
+            &append(&self.base.join(format!("{id}.out"))),
+            &append(&self.base.join(format!("{id}.err"))),
+        )
+    }
+
+    /// `<runtime> --root <root> <args…>` in the scenario's network namespace, without the
+    /// `--log` and `--log-format` flags of [`OciHost::cmd`].
+    pub fn cmd_without_log<I, S>(&self, args: I) -> CartonCmd
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut cmd = CartonCmd::new(&self.bin);
+        cmd.netns = Some(self.netns.clone());
+        cmd.arg("--root").arg(&self.root).args(args);
+        cmd
     }
 
     /// Waits (with the suite's deadline) for a command of [`OciHost::spawn_leaving_process`];
@@ -488,6 +538,197 @@ impl Drop for OciHost {
                     problems.join("\n  ")
                 );
             }
+        }
+    }
+}
+
+/// A process forked from the scenario to play containerd's shim or conmon for one runtime
+/// command: a child subreaper (prctl(2) PR_SET_CHILD_SUBREAPER) that runs the command as its
+/// child, and then collects the exit status of every process reparented to it — what the
+/// runtime left behind (`exec --detach`) once the runtime exited. It reports each exit
+/// (pid and wait status) over a pipe, and exits itself once it has no children left.
+///
+/// The fork happens in a threaded test process, so the child makes only async-signal-safe
+/// system calls on memory prepared before the fork, and closes every descriptor it inherited
+/// but the report pipe (another thread's pipe held open would keep that command's reader
+/// waiting).
+pub struct Subreaper {
+    pid: libc::pid_t,
+    runtime_pid: libc::pid_t,
+    exits: std::sync::Arc<std::sync::Mutex<Vec<(libc::pid_t, libc::c_int)>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Subreaper {
+    #[track_caller]
+    fn spawn(
+        cmd: &std::process::Command,
+        netns: &netns::TestNetns,
+        out: &File,
+        err: &File,
+    ) -> Subreaper {
+        use std::ffi::CString;
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        use std::os::unix::ffi::OsStrExt;
+
+        let c = |s: &OsStr| CString::new(s.as_bytes()).expect("no NUL in the command");
+        let program = c(cmd.get_program());
+        let args: Vec<CString> = std::iter::once(cmd.get_program())
+            .chain(cmd.get_args())
+            .map(c)
+            .collect();
+        let env: Vec<CString> = std::env::vars_os()
+            .map(|(k, v)| {
+                let mut kv = k.as_bytes().to_vec();
+                kv.push(b'=');
+                kv.extend_from_slice(v.as_bytes());
+                CString::new(kv).expect("no NUL in the environment")
+            })
+            .collect();
+        let mut argv: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
+        argv.push(std::ptr::null());
+        let mut envp: Vec<*const libc::c_char> = env.iter().map(|e| e.as_ptr()).collect();
+        envp.push(std::ptr::null());
+        let null = File::open("/dev/null").expect("open /dev/null");
+        let mut fds = [0 as libc::c_int; 2];
+        // SAFETY: pipe2 fills a two-element array.
+        let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
+        assert_eq!(rc, 0, "pipe2: {}", std::io::Error::last_os_error());
+        // SAFETY: fresh descriptors owned from here on.
+        let (report_r, report_w) =
+            unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let (netns_fd, in_fd, out_fd, err_fd, w) = (
+            netns.fd().as_raw_fd(),
+            null.as_raw_fd(),
+            out.as_raw_fd(),
+            err.as_raw_fd(),
+            report_w.as_raw_fd(),
+        );
+
+        // SAFETY: after the fork, the child calls only async-signal-safe functions on data
+        // prepared above, and never returns.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+        if pid == 0 {
+            // SAFETY: see above; every path ends in _exit.
+            unsafe {
+                let report = |record: [libc::c_int; 3]| {
+                    libc::write(w, record.as_ptr().cast(), std::mem::size_of_val(&record));
+                };
+                if libc::setns(netns_fd, libc::CLONE_NEWNET) != 0
+                    || libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0
+                {
+                    libc::_exit(126);
+                }
+                let runtime = libc::fork();
+                if runtime == 0 {
+                    if libc::dup2(in_fd, 0) < 0
+                        || libc::dup2(out_fd, 1) < 0
+                        || libc::dup2(err_fd, 2) < 0
+                    {
+                        libc::_exit(126);
+                    }
+                    // Everything else is close-on-exec.
+                    libc::execve(program.as_ptr(), argv.as_ptr(), envp.as_ptr());
+                    libc::_exit(127);
+                }
+                report([0, runtime, 0]);
+                // Nothing but the report pipe stays open here (close_range(2): Linux 5.9).
+                if libc::syscall(libc::SYS_close_range, 0u32, (w - 1) as u32, 0u32) != 0 {
+                    for fd in 0..w {
+                        libc::close(fd);
+                    }
+                }
+                if libc::syscall(libc::SYS_close_range, (w + 1) as u32, u32::MAX, 0u32) != 0 {
+                    for fd in w + 1..65536 {
+                        libc::close(fd);
+                    }
+                }
+                loop {
+                    let mut status = 0;
+                    let pid = libc::waitpid(-1, &mut status, 0);
+                    if pid > 0 {
+                        report([1, pid, status]);
+                    } else if *libc::__errno_location() != libc::EINTR {
+                        libc::_exit(0);
+                    }
+                }
+            }
+        }
+        drop(report_w);
+        let mut report_r = File::from(report_r);
+        let mut first = [0u8; 12];
+        std::io::Read::read_exact(&mut report_r, &mut first)
+            .expect("the subreaper reports the runtime's pid");
+        let word = |b: &[u8], i: usize| {
+            libc::c_int::from_ne_bytes(b[i * 4..i * 4 + 4].try_into().unwrap())
+        };
+        let runtime_pid = word(&first, 1);
+        let exits = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let reader = std::thread::spawn({
+            let exits = exits.clone();
+            move || {
+                let mut record = [0u8; 12];
+                while std::io::Read::read_exact(&mut report_r, &mut record).is_ok() {
+                    exits
+                        .lock()
+                        .unwrap()
+                        .push((word(&record, 1), word(&record, 2)));
+                }
+            }
+        });
+        Subreaper {
+            pid,
+            runtime_pid,
+            exits,
+            reader: Some(reader),
+        }
+    }
+
+    /// Waits (with the suite's deadline) for the exit of `pid`, a child of the subreaper.
+    #[track_caller]
+    pub fn wait_exit(&self, pid: i32) -> ExitStatus {
+        use std::os::unix::process::ExitStatusExt;
+        let started = Instant::now();
+        loop {
+            let found = self
+                .exits
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|(p, _)| *p == pid)
+                .copied();
+            if let Some((_, status)) = found {
+                return ExitStatus::from_raw(status);
+            }
+            assert!(
+                started.elapsed() < DEADLINE,
+                "process {pid} did not exit within {DEADLINE:?} (exits seen: {:?})",
+                self.exits.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits for the runtime command itself.
+    #[track_caller]
+    pub fn wait_runtime(&self) -> ExitStatus {
+        self.wait_exit(self.runtime_pid)
+    }
+}
+
+impl Drop for Subreaper {
+    fn drop(&mut self) {
+        // Normally gone already: it exits when its last child did.
+        // SAFETY: signalling and reaping our own child.
+        unsafe {
+            if libc::waitpid(self.pid, std::ptr::null_mut(), libc::WNOHANG) == 0 {
+                libc::kill(self.pid, libc::SIGKILL);
+                libc::waitpid(self.pid, std::ptr::null_mut(), 0);
+            }
+        }
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
         }
     }
 }
