@@ -976,3 +976,540 @@ fn home_comes_from_passwd_when_the_spec_has_none(
     assert_eq!(run("h3", 0, &["PATH=/bin", "HOME=/custom"]), "/custom");
     oci.finish();
 }
+
+/// Waits (with the suite's deadline) for a helper thread of the scenario, and returns what it
+/// returned; panics with `what` when it is not done by then.
+#[track_caller]
+fn join_within<T>(handle: std::thread::JoinHandle<T>, what: &str) -> T {
+    let started = Instant::now();
+    while !handle.is_finished() {
+        assert!(
+            started.elapsed() < conformance::DEADLINE,
+            "{what}: not within {:?}",
+            conformance::DEADLINE
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    handle
+        .join()
+        .unwrap_or_else(|_| panic!("{what}: the thread panicked"))
+}
+
+/// Reads a pty master until the text (without `\r`) holds a line that starts with `last`, or
+/// until no slave is left open (EIO); returns the text.
+fn read_master_until(
+    master: &std::fs::File,
+    last: &'static str,
+) -> std::thread::JoinHandle<String> {
+    let mut file = master.try_clone().expect("dup the pty master");
+    std::thread::spawn(move || {
+        let mut all = Vec::new();
+        let mut buf = [0u8; 1024];
+        while let Ok(n) = file.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            all.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&all).replace('\r', "");
+            if text.lines().any(|l| l.starts_with(last)) && text.ends_with('\n') {
+                break;
+            }
+        }
+        String::from_utf8_lossy(&all).replace('\r', "")
+    })
+}
+
+/// Asserts that `pid` runs in container `id`: the namespaces, root directory and cgroups of
+/// its init.
+#[track_caller]
+fn assert_in_container(oci: &OciHost, id: &str, pid: i32) {
+    let init = Process::of(pid_of(&oci.state(id))).expect("the container's init");
+    let process = Process::of(pid).unwrap_or_else(|| panic!("process {pid} does not exist"));
+    for ns in ["pid", "mnt", "net", "ipc", "uts"] {
+        assert_eq!(
+            process.ns_link(ns),
+            init.ns_link(ns),
+            "process {pid} is not in the {ns} namespace of {id}"
+        );
+    }
+    assert_eq!(
+        process.cgroup(),
+        init.cgroup(),
+        "process {pid} is not in the cgroups of {id}"
+    );
+    let root = |pid: i32| {
+        let meta = std::fs::metadata(format!("/proc/{pid}/root/"))
+            .unwrap_or_else(|e| panic!("/proc/{pid}/root: {e}"));
+        use std::os::unix::fs::MetadataExt;
+        (meta.dev(), meta.ino())
+    };
+    assert_eq!(
+        root(pid),
+        root(init.pid),
+        "process {pid} does not have the root of {id}"
+    );
+}
+
+/// `exec --tty --detach --console-socket SOCK --pid-file F`, which is how containerd's shim and
+/// conmon run a tty exec: the pty master arrives over the socket (SCM_RIGHTS); the process
+/// runs in the container with the slave as its terminal; what is typed into the master reaches
+/// it and its output comes out of the master; once the runtime has exited, the process is the
+/// subreaper's (the shim's) child, which collects its exit code.
+#[rstest]
+fn exec_tty_through_the_console_socket(#[values(Runtime::Carton, Runtime::Runc)] rt: Runtime) {
+    let Some(oci) = OciHost::new(rt) else { return };
+    let bundle = oci.bundle("et", &["sleep", "1000"], |_| {});
+    oci.create("et", &bundle, &[]);
+    oci.cmd(["start", "et"]).assert().success();
+    let socket = oci.path("exec-console.sock");
+    let master = receive_master(UnixListener::bind(&socket).unwrap());
+    let pid_file = oci.path("exec-tty.pid");
+    let script = "tty; [ -t 0 ] && [ -t 1 ] && echo is-a-tty; read line; echo got:$line; exit 6";
+    let shim = oci.spawn_under_subreaper(
+        "et",
+        [
+            "exec",
+            "--tty",
+            "--detach",
+            "--console-socket",
+            socket.to_str().unwrap(),
+            "--pid-file",
+            pid_file.to_str().unwrap(),
+            "et",
+            "sh",
+            "-c",
+            script,
+        ],
+    );
+    let status = shim.wait_runtime();
+    assert!(
+        status.success(),
+        "exec --tty --detach: {status}\n{}",
+        oci.log_text()
+    );
+    let master = std::fs::File::from(join_within(master, "the pty master over the socket"));
+    let pid: i32 = wait_for_file(&pid_file).trim().parse().unwrap();
+    assert_in_container(&oci, "et", pid);
+    let reader = read_master_until(&master, "got:");
+    (&master).write_all(b"typed\n").unwrap();
+    let seen = join_within(reader, "the exec'd process's answer through the pty");
+    assert!(seen.contains("/dev/pts/"), "tty: {seen:?}");
+    assert!(seen.contains("is-a-tty"), "{seen:?}");
+    assert!(seen.contains("got:typed"), "{seen:?}");
+    assert_eq!(
+        shim.wait_exit(pid).code(),
+        Some(6),
+        "exit code of the tty exec"
+    );
+    oci.cmd(["delete", "--force", "et"]).assert().success();
+    drop(shim);
+    oci.finish();
+}
+
+/// inotify(7) on a directory: the events seen there, as (mask, name).
+struct DirWatch {
+    fd: OwnedFd,
+}
+
+impl DirWatch {
+    fn new(dir: &Path) -> DirWatch {
+        // SAFETY: inotify_init1 with flags.
+        let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC | libc::IN_NONBLOCK) };
+        assert!(
+            fd >= 0,
+            "inotify_init1: {}",
+            std::io::Error::last_os_error()
+        );
+        // SAFETY: a fresh descriptor.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let path = std::ffi::CString::new(dir.to_str().unwrap()).unwrap();
+        let mask = libc::IN_CREATE | libc::IN_MODIFY | libc::IN_CLOSE_WRITE | libc::IN_MOVED_TO;
+        // SAFETY: a NUL-terminated path.
+        let wd = unsafe { libc::inotify_add_watch(fd.as_raw_fd(), path.as_ptr(), mask) };
+        assert!(
+            wd >= 0,
+            "inotify_add_watch: {}",
+            std::io::Error::last_os_error()
+        );
+        DirWatch { fd }
+    }
+
+    /// The events queued so far.
+    fn events(&self) -> Vec<(u32, String)> {
+        let mut events = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            // SAFETY: reading into a buffer we own.
+            let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if n <= 0 {
+                return events;
+            }
+            let mut at = 0usize;
+            while at + 16 <= n as usize {
+                let word =
+                    |i: usize| u32::from_ne_bytes(buf[at + i..at + i + 4].try_into().unwrap());
+                let (mask, len) = (word(4), word(12) as usize);
+                let name = &buf[at + 16..at + 16 + len];
+                let name = name.split(|b| *b == 0).next().unwrap_or_default();
+                events.push((mask, String::from_utf8_lossy(name).into_owned()));
+                at += 16 + len;
+            }
+        }
+    }
+}
+
+/// Asserts that `name` appeared in the watched directory by a rename only: never created or
+/// written under its own name (a reader could see it empty or half-written). Closing the file
+/// after the rename (IN_CLOSE_WRITE) is not writing it.
+#[track_caller]
+fn assert_renamed_into_place(events: &[(u32, String)], name: &str) {
+    let mine: Vec<u32> = events
+        .iter()
+        .filter(|(_, n)| n == name)
+        .map(|(m, _)| *m)
+        .collect();
+    assert!(
+        mine.iter().any(|m| m & libc::IN_MOVED_TO != 0),
+        "{name} was not renamed into place: {events:?}"
+    );
+    assert!(
+        mine.iter().all(|m| m & (libc::IN_CREATE | libc::IN_MODIFY) == 0),
+        "{name} was written in place: {events:?}"
+    );
+}
+
+/// `create --pid-file` and `exec --detach --pid-file`: each pid file appears whole (written
+/// elsewhere and renamed into place; no temporary file is left); the detached exec returns at
+/// once while its process runs on in the container (its namespaces, root and cgroups), and the
+/// process's exit code reaches the subreaper it is reparented to.
+#[rstest]
+fn pid_files_are_atomic_and_detached_exec_runs_in_the_container(
+    #[values(Runtime::Carton, Runtime::Runc)] rt: Runtime,
+) {
+    let Some(oci) = OciHost::new(rt) else { return };
+    let pids = oci.path("pids");
+    std::fs::create_dir(&pids).unwrap();
+    let watch = DirWatch::new(&pids);
+    let bundle = oci.bundle("pf", &["sleep", "1000"], |_| {});
+    let create_pid = pids.join("create.pid");
+    oci.create("pf", &bundle, &["--pid-file", create_pid.to_str().unwrap()]);
+    oci.cmd(["start", "pf"]).assert().success();
+
+    let exec_pid = pids.join("exec.pid");
+    let script = "echo exec-started; while [ ! -e /tmp/go ]; do sleep 0.05; done; exit 9";
+    let shim = oci.spawn_under_subreaper(
+        "pf",
+        [
+            "exec",
+            "--detach",
+            "--pid-file",
+            exec_pid.to_str().unwrap(),
+            "pf",
+            "sh",
+            "-c",
+            script,
+        ],
+    );
+    let status = shim.wait_runtime();
+    assert!(
+        status.success(),
+        "exec --detach: {status}\n{}",
+        oci.log_text()
+    );
+    let pid: i32 = wait_for_file(&exec_pid).trim().parse().unwrap();
+    oci.wait_for_output("pf", "exec-started");
+    assert!(
+        Process::of(pid).is_some_and(|p| p.is_alive()),
+        "the detached process does not run on after the runtime returned"
+    );
+    assert_in_container(&oci, "pf", pid);
+
+    let events = watch.events();
+    assert_renamed_into_place(&events, "create.pid");
+    assert_renamed_into_place(&events, "exec.pid");
+    let mut left: Vec<String> = std::fs::read_dir(&pids)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        ["create.pid", "exec.pid"],
+        "files left beside the pid files"
+    );
+
+    oci.cmd(["exec", "pf", "touch", "/tmp/go"])
+        .assert()
+        .success();
+    assert_eq!(
+        shim.wait_exit(pid).code(),
+        Some(9),
+        "exit code of the detached exec"
+    );
+    oci.cmd(["delete", "--force", "pf"]).assert().success();
+    drop(shim);
+    oci.finish();
+}
+
+/// `create --no-pivot` (the rootfs is moved onto / and chrooted into, where pivot_root cannot
+/// be used): the container is still confined to its bundle's rootfs — a file put there is at
+/// its /, `cd ..` from / stays at /, and the scenario's directory on the host is out of sight.
+#[rstest]
+fn no_pivot_still_confines_the_container_to_its_rootfs(
+    #[values(Runtime::Carton, Runtime::Runc)] rt: Runtime,
+) {
+    let Some(oci) = OciHost::new(rt) else { return };
+    let host_dir = oci.base().display().to_string();
+    let script = format!(
+        "cat /np-marker; cd /../..; pwd; ls /np-marker; \
+         if [ -e {host_dir} ]; then echo host-visible; else echo host-hidden; fi"
+    );
+    let bundle = oci.bundle("np", &["sh", "-c", &script], |_| {});
+    std::fs::write(bundle.join("rootfs/np-marker"), "in-the-bundle\n").unwrap();
+    oci.create("np", &bundle, &["--no-pivot"]);
+    oci.cmd(["start", "np"]).assert().success();
+    oci.wait_status("np", "stopped");
+    assert_eq!(
+        oci.container_output("np"),
+        "in-the-bundle\n/\n/np-marker\nhost-hidden\n",
+        "stderr: {}",
+        std::fs::read_to_string(oci.path("np.err")).unwrap_or_default()
+    );
+    oci.cmd(["delete", "np"]).assert().success();
+    oci.finish();
+}
+
+/// `create --preserve-fds 2`: descriptors 3 and 4 of the runtime's caller reach the
+/// container's process (3 read from, 4 written to), descriptor 5, also open in the caller,
+/// does not; nothing else is open in the process beyond its stdio.
+#[rstest]
+fn preserve_fds_passes_exactly_those_descriptors(
+    #[values(Runtime::Carton, Runtime::Runc)] rt: Runtime,
+) {
+    let Some(oci) = OciHost::new(rt) else { return };
+    let script = "ls /proc/$$/fd | tr '\\n' ' '; echo; cat <&3; echo via-fd4 >&4";
+    let bundle = oci.bundle("pf", &["sh", "-c", script], |_| {});
+    let (input, output, extra) = (oci.path("fd3"), oci.path("fd4"), oci.path("fd5"));
+    std::fs::write(&input, "from-fd3\n").unwrap();
+    let fds = [
+        std::fs::File::open(&input).unwrap(),
+        std::fs::File::create(&output).unwrap(),
+        std::fs::File::create(&extra).unwrap(),
+    ];
+    let raw: Vec<i32> = fds.iter().map(|f| f.as_raw_fd()).collect();
+    let bundle_arg = bundle.to_str().unwrap();
+    let create = oci.spawn_leaving_process_with(
+        "pf",
+        [
+            "create",
+            "--preserve-fds",
+            "2",
+            "--bundle",
+            bundle_arg,
+            "pf",
+        ],
+        |cmd| {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: dup/dup2 only, between fork and exec. The sources go above 10 first so
+            // that placing one at 3..5 cannot overwrite another still to be placed.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let mut high = [0; 3];
+                    for (i, fd) in raw.iter().enumerate() {
+                        high[i] = libc::fcntl(*fd, libc::F_DUPFD, 10);
+                        if high[i] < 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    }
+                    for (i, fd) in high.iter().enumerate() {
+                        if libc::dup2(*fd, 3 + i as i32) < 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                        libc::close(*fd);
+                    }
+                    Ok(())
+                });
+            }
+        },
+    );
+    let (status, err) = oci.wait_leaving_process("pf", create);
+    assert!(status.success(), "create: {err}\n{}", oci.log_text());
+    drop(fds);
+    oci.cmd(["start", "pf"]).assert().success();
+    oci.wait_status("pf", "stopped");
+    assert_eq!(
+        oci.container_output("pf"),
+        "0 1 2 3 4 \nfrom-fd3\n",
+        "stderr: {}",
+        std::fs::read_to_string(oci.path("pf.err")).unwrap_or_default()
+    );
+    assert_eq!(std::fs::read_to_string(&output).unwrap(), "via-fd4\n");
+    oci.cmd(["delete", "pf"]).assert().success();
+    oci.finish();
+}
+
+/// `update --resources -`: the resources JSON on stdin changes the container's memory and
+/// pids limit files; JSON that does not parse is refused and changes nothing.
+#[rstest]
+fn update_reads_resources_from_stdin(#[values(Runtime::Carton, Runtime::Runc)] rt: Runtime) {
+    let Some(oci) = OciHost::new(rt) else { return };
+    let bundle = oci.bundle("us", &["sleep", "1000"], |c| {
+        c["linux"]["resources"]["memory"] = json!({"limit": 128 * 1024 * 1024});
+        c["linux"]["resources"]["pids"] = json!({"limit": 100});
+    });
+    oci.create("us", &bundle, &[]);
+    oci.cmd(["start", "us"]).assert().success();
+    let memory = oci
+        .cgroup_file("us", "memory", "memory.limit_in_bytes", "memory.max")
+        .expect("the container's memory cgroup file");
+    let pids = oci
+        .cgroup_file("us", "pids", "pids.max", "pids.max")
+        .expect("the container's pids cgroup file");
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap().trim().to_string();
+    assert_eq!(read(&memory), (128 * 1024 * 1024).to_string());
+    assert_eq!(read(&pids), "100");
+
+    let resources = json!({"memory": {"limit": 48 * 1024 * 1024}, "pids": {"limit": 42}});
+    oci.cmd(["update", "--resources", "-", "us"])
+        .write_stdin(resources.to_string())
+        .assert()
+        .success();
+    assert_eq!(read(&memory), (48 * 1024 * 1024).to_string());
+    assert_eq!(read(&pids), "42");
+
+    let out = oci
+        .cmd(["update", "--resources", "-", "us"])
+        .write_stdin("{ not json")
+        .output();
+    assert!(
+        !out.status.success(),
+        "bad JSON accepted: {}",
+        all_output(&out)
+    );
+    assert_eq!(read(&memory), (48 * 1024 * 1024).to_string());
+    assert_eq!(read(&pids), "42");
+    oci.cmd(["delete", "--force", "us"]).assert().success();
+    oci.finish();
+}
+
+/// Splits a logfmt line (`key=value key="quoted value"`, as logrus's text formatter writes)
+/// into its pairs; `None` when it is not logfmt.
+fn logfmt(line: &str) -> Option<Vec<(String, String)>> {
+    let mut pairs = Vec::new();
+    let mut rest = line.trim_end();
+    while !rest.is_empty() {
+        let (key, after) = rest.split_once('=')?;
+        if key.is_empty() || key.contains([' ', '"']) {
+            return None;
+        }
+        let (value, after) = if let Some(quoted) = after.strip_prefix('"') {
+            let mut value = String::new();
+            let mut chars = quoted.char_indices();
+            let end = loop {
+                match chars.next()? {
+                    (i, '"') => break i,
+                    (_, '\\') => value.push(chars.next()?.1),
+                    (_, c) => value.push(c),
+                }
+            };
+            (value, &quoted[end + 1..])
+        } else {
+            let end = after.find(' ').unwrap_or(after.len());
+            (after[..end].to_string(), &after[end..])
+        };
+        pairs.push((key.to_string(), value));
+        rest = after.trim_start();
+    }
+    Some(pairs)
+}
+
+/// An RFC 3339 time: `2006-01-02T15:04:05`, an optional fraction, then Z or ±hh:mm.
+fn is_rfc3339(s: &str) -> bool {
+    let b = s.as_bytes();
+    let digits =
+        |r: std::ops::Range<usize>| b.get(r).is_some_and(|d| d.iter().all(u8::is_ascii_digit));
+    let shape = b.len() >= 20
+        && digits(0..4)
+        && b[4] == b'-'
+        && digits(5..7)
+        && b[7] == b'-'
+        && digits(8..10)
+        && b[10] == b'T'
+        && digits(11..13)
+        && b[13] == b':'
+        && digits(14..16)
+        && b[16] == b':'
+        && digits(17..19);
+    if !shape {
+        return false;
+    }
+    let mut rest = &s[19..];
+    if let Some(fraction) = rest.strip_prefix('.') {
+        let n = fraction.bytes().take_while(u8::is_ascii_digit).count();
+        if n == 0 {
+            return false;
+        }
+        rest = &fraction[n..];
+    }
+    rest == "Z"
+        || (rest.len() == 6
+            && (rest.starts_with('+') || rest.starts_with('-'))
+            && rest.as_bytes()[3] == b':')
+}
+
+/// `--log FILE` with `--log-format text` (the default) and `json`: the error of a failed
+/// command (`state` of a container that does not exist) is written there — as logfmt
+/// `time="…" level=error msg="…"` lines in text, as objects with level, msg and time in JSON
+/// — and still on stderr.
+#[rstest]
+fn log_format_text_and_json(#[values(Runtime::Carton, Runtime::Runc)] rt: Runtime) {
+    let Some(oci) = OciHost::new(rt) else { return };
+    let run = |log: &Path, format: Option<&str>| -> String {
+        let mut args = vec!["--log", log.to_str().unwrap()];
+        if let Some(format) = format {
+            args.extend(["--log-format", format]);
+        }
+        args.extend(["state", "no-such-container"]);
+        let out = oci.cmd_without_log(&args).output();
+        assert!(!out.status.success(), "state of a missing container worked");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("does not exist"), "stderr: {stderr}");
+        std::fs::read_to_string(log).unwrap_or_else(|e| panic!("{}: {e}", log.display()))
+    };
+    for (name, format) in [("default.log", None), ("text.log", Some("text"))] {
+        let text = run(&oci.path(name), format);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 1, "{name}: {text:?}");
+        let pairs = logfmt(lines[0]).unwrap_or_else(|| panic!("{name}: not logfmt: {text:?}"));
+        let keys: Vec<&str> = pairs.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["time", "level", "msg"], "{name}: {text:?}");
+        assert!(is_rfc3339(&pairs[0].1), "{name}: time {:?}", pairs[0].1);
+        assert_eq!(pairs[1].1, "error", "{name}: {text:?}");
+        assert!(pairs[2].1.contains("does not exist"), "{name}: {text:?}");
+        assert!(
+            lines[0].starts_with("time=\"") && lines[0].contains(" level=error msg=\""),
+            "{name}: {text:?}"
+        );
+    }
+    let text = run(&oci.path("json.log"), Some("json"));
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 1, "{text:?}");
+    let entry: Value = serde_json::from_str(lines[0]).unwrap_or_else(|e| {
+        panic!("--log-format json wrote a line that is not JSON ({e}): {text:?}")
+    });
+    let mut keys: Vec<&str> = entry
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort();
+    assert_eq!(keys, ["level", "msg", "time"], "{entry}");
+    assert_eq!(entry["level"], "error", "{entry}");
+    assert!(
+        entry["msg"].as_str().unwrap().contains("does not exist"),
+        "{entry}"
+    );
+    assert!(is_rfc3339(entry["time"].as_str().unwrap()), "{entry}");
+    oci.finish();
+}
