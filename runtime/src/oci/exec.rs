@@ -37,6 +37,33 @@ impl StartEvents for ExecEvents<'_> {
     }
 }
 
+/// The spec's environment with each `--env K=V` replacing the variable `K` where it is (runc
+/// does the same), or added at the end: one value per name reaches the process.
+fn with_overrides(mut env: Vec<String>, overrides: &[String]) -> Vec<String> {
+    for entry in overrides {
+        let name = entry
+            .split_once('=')
+            .map_or(entry.as_str(), |(name, _)| name);
+        let same = |e: &String| e.split_once('=').map_or(e.as_str(), |(n, _)| n) == name;
+        match env.iter().position(same) {
+            Some(at) => {
+                env[at] = entry.clone();
+                // Later duplicates in the spec itself would still win over the override.
+                let mut i = at + 1;
+                while i < env.len() {
+                    if same(&env[i]) {
+                        env.remove(i);
+                    } else {
+                        i += 1;
+                    }
+                }
+            }
+            None => env.push(entry.clone()),
+        }
+    }
+    env
+}
+
 /// Starts the process; returns its exit code, or 0 at once with `--detach`.
 pub fn exec(store: &Store, args: &ExecArgs) -> Result<i32, OciError> {
     let record = store.load(&args.id)?;
@@ -74,8 +101,7 @@ pub fn exec(store: &Store, args: &ExecArgs) -> Result<i32, OciError> {
                 p.set_cwd(cwd.clone());
             }
             if !args.env.is_empty() {
-                let mut env = p.env().clone().unwrap_or_default();
-                env.extend(args.env.iter().cloned());
+                let env = with_overrides(p.env().clone().unwrap_or_default(), &args.env);
                 p.set_env(Some(env));
             }
             if let Some(user) = &args.user {
@@ -125,4 +151,21 @@ pub fn exec(store: &Store, args: &ExecArgs) -> Result<i32, OciError> {
         stdin: terminal && args.console_socket.is_none(),
     };
     Ok(engine::foreground::wait(started, attach, &mut ToCartonStdio)?.code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_overrides_replace_in_place() {
+        let spec = vec![
+            "PATH=/bin".to_string(),
+            "TERM=xterm".into(),
+            "A=1".into(),
+            "TERM=vt100".into(),
+        ];
+        let env = with_overrides(spec, &["TERM=dumb".into(), "NEW=x".into(), "A=2".into()]);
+        assert_eq!(env, ["PATH=/bin", "TERM=dumb", "A=2", "NEW=x"]);
+    }
 }
