@@ -1106,6 +1106,53 @@ fn exec_tty_through_the_console_socket(#[values(Runtime::Carton, Runtime::Runc)]
     oci.finish();
 }
 
+/// `exec --cwd DIR --env K=V --user UID:GID ARGS…`: the flags change the container's process
+/// for this exec, with runc's rules — an --env replaces the spec's variable of that name (one
+/// TERM, the new one), a --user without :GID keeps the spec's group; a missing --cwd fails.
+#[rstest]
+fn exec_flags_override_the_process(#[values(Runtime::Carton, Runtime::Runc)] rt: Runtime) {
+    let Some(oci) = OciHost::new(rt) else { return };
+    let bundle = oci.bundle("ef", &["sleep", "1000"], |c| {
+        c["process"]["user"] = json!({"uid": 0, "gid": 1002});
+    });
+    oci.create("ef", &bundle, &[]);
+    oci.cmd(["start", "ef"]).assert().success();
+    // The environment as the process got it (a shell would merge duplicates on export).
+    let script = "echo $FOO; id -u; id -g; pwd; tr '\\0' '\\n' < /proc/$$/environ | grep ^TERM=";
+    let out = oci
+        .cmd([
+            "exec",
+            "--cwd",
+            "/tmp",
+            "--env",
+            "FOO=bar",
+            "--env",
+            "TERM=dumb",
+            "--user",
+            "1000:1001",
+            "ef",
+            "sh",
+            "-c",
+            script,
+        ])
+        .stdout_ok();
+    assert_eq!(out, "bar\n1000\n1001\n/tmp\nTERM=dumb\n");
+    let out = oci
+        .cmd(["exec", "--user", "1000", "ef", "sh", "-c", "id -u; id -g"])
+        .stdout_ok();
+    assert_eq!(out, "1000\n1002\n", "--user without a group");
+    let out = oci
+        .cmd(["exec", "--cwd", "/no/such/dir", "ef", "true"])
+        .output();
+    assert!(
+        !out.status.success(),
+        "exec with a missing --cwd worked: {}",
+        all_output(&out)
+    );
+    oci.cmd(["delete", "--force", "ef"]).assert().success();
+    oci.finish();
+}
+
 /// inotify(7) on a directory: the events seen there, as (mask, name).
 struct DirWatch {
     fd: OwnedFd,
@@ -1173,7 +1220,8 @@ fn assert_renamed_into_place(events: &[(u32, String)], name: &str) {
         "{name} was not renamed into place: {events:?}"
     );
     assert!(
-        mine.iter().all(|m| m & (libc::IN_CREATE | libc::IN_MODIFY) == 0),
+        mine.iter()
+            .all(|m| m & (libc::IN_CREATE | libc::IN_MODIFY) == 0),
         "{name} was written in place: {events:?}"
     );
 }

@@ -105,14 +105,20 @@ pub fn exec(store: &Store, args: &ExecArgs) -> Result<i32, OciError> {
                 p.set_env(Some(env));
             }
             if let Some(user) = &args.user {
-                let (uid, gid) = user.split_once(':').unwrap_or((user, "0"));
                 let parse = |v: &str| {
                     v.parse::<u32>().map_err(|_| {
                         OciError::InvalidConfig(format!("--user {user}: numeric uid[:gid]"))
                     })
                 };
+                // As runc: without :GID the process keeps the group of the container's.
+                let (uid, gid) = match user.split_once(':') {
+                    Some((uid, gid)) => (uid, Some(gid)),
+                    None => (user.as_str(), None),
+                };
                 p.user_mut().set_uid(parse(uid)?);
-                p.user_mut().set_gid(parse(gid)?);
+                if let Some(gid) = gid {
+                    p.user_mut().set_gid(parse(gid)?);
+                }
             }
             p
         }
