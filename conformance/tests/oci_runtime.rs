@@ -1106,6 +1106,61 @@ fn exec_tty_through_the_console_socket(#[values(Runtime::Carton, Runtime::Runc)]
     oci.finish();
 }
 
+/// `exec --tty --console-socket` and `run --console-socket` (a terminal in config.json)
+/// without --detach: carton sends the pty master to the socket, leaves the terminal to whoever
+/// received it (nothing of the process's output on carton's own stdout), waits for the process
+/// and exits with its exit code. Carton only: runc refuses a console socket unless it detaches
+/// ("cannot use console socket if runc will not detach or allocate tty"), so there is nothing
+/// to compare.
+#[test]
+fn console_socket_in_the_foreground() {
+    let Some(oci) = OciHost::new(Runtime::Carton) else {
+        return;
+    };
+    let script = "[ -t 0 ] && echo is-a-tty; read line; echo got:$line; exit 6";
+    let bundle = oci.bundle("ef", &["sleep", "1000"], |_| {});
+    oci.create("ef", &bundle, &[]);
+    oci.cmd(["start", "ef"]).assert().success();
+    let run_bundle = oci.bundle("rf", &["sh", "-c", script], |c| {
+        c["process"]["terminal"] = json!(true);
+    });
+    let commands: [(&str, Vec<&str>); 2] = [
+        ("exec", vec!["exec", "--tty", "ef", "sh", "-c", script]),
+        (
+            "run",
+            vec!["run", "--bundle", run_bundle.to_str().unwrap(), "rf"],
+        ),
+    ];
+    for (what, args) in commands {
+        let socket = oci.path(&format!("{what}-console.sock"));
+        let master = receive_master(UnixListener::bind(&socket).unwrap());
+        let (command, rest) = args.split_first().unwrap();
+        let mut full = vec![*command, "--console-socket", socket.to_str().unwrap()];
+        full.extend(rest);
+        let mut runtime = oci.cmd(&full).spawn();
+        let master = std::fs::File::from(join_within(master, "the pty master over the socket"));
+        let reader = read_master_until(&master, "got:");
+        (&master).write_all(b"typed\n").unwrap();
+        let seen = join_within(reader, "the process's answer through the pty");
+        assert!(seen.contains("is-a-tty"), "{what}: {seen:?}");
+        assert!(seen.contains("got:typed"), "{what}: {seen:?}");
+        let started = Instant::now();
+        while runtime.try_wait().is_none() && started.elapsed() < conformance::DEADLINE {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out = runtime.wait();
+        assert_eq!(out.status.code(), Some(6), "{what}: {}", all_output(&out));
+        assert!(
+            out.stdout.is_empty(),
+            "{what}: the output belongs to the pty: {}",
+            all_output(&out)
+        );
+    }
+    assert_eq!(oci.listed(), ["ef"], "run left its container");
+    oci.cmd(["delete", "--force", "ef"]).assert().success();
+    oci.finish();
+}
+
 /// `exec --cwd DIR --env K=V --user UID:GID ARGS…`: the flags change the container's process
 /// for this exec, with runc's rules — an --env replaces the spec's variable of that name (one
 /// TERM, the new one), a --user without :GID keeps the spec's group; a missing --cwd fails.

@@ -222,7 +222,10 @@ fn create_in(store: &Store, args: &CreateArgs) -> Result<(Record, Started), OciE
     } else {
         Stdio::Inherit { stdin: true }
     };
-    let started = engine::start(&spec, &bundle, stdio, &options, &mut events)?;
+    let mut started = engine::start(&spec, &bundle, stdio, &options, &mut events)?;
+    // The terminal belongs to whoever received the master over --console-socket: a foreground
+    // `run` reading the master too would take the container's output away from it.
+    started.console = None;
     let pid = started.pid.as_raw();
     record.pid = pid;
     record.pid_start_time = process_start_time(pid);

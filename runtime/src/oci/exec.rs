@@ -136,7 +136,7 @@ pub fn exec(store: &Store, args: &ExecArgs) -> Result<i32, OciError> {
         Stdio::Inherit { stdin: true }
     };
     let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref());
-    let started = engine::exec_with(
+    let mut started = engine::exec_with(
         record.pid,
         &process,
         seccomp,
@@ -152,6 +152,10 @@ pub fn exec(store: &Store, args: &ExecArgs) -> Result<i32, OciError> {
     }
     if args.detach {
         return Ok(0);
+    }
+    if args.console_socket.is_some() {
+        // The terminal is the receiver's: reading its master here would take the output.
+        started.console = None;
     }
     let attach = Attach {
         stdin: terminal && args.console_socket.is_none(),
