@@ -373,22 +373,55 @@ fn write_spec(bundle: &Path) -> Result<(), OciError> {
     std::fs::write(&path, text).map_err(OciError::io(format!("write {}", path.display())))
 }
 
-/// `ps`'s table: the system's ps, limited to the container's processes.
+/// `ps`'s table, as runc makes it: the system's `ps` with the caller's arguments (`-ef` without
+/// any), its header, and those of its lines whose PID column names a process of the container.
+/// The arguments select what ps shows, never which processes are listed: `ps ID -e` must not
+/// list the host's.
 fn ps_table(pids: &[i32], args: &[String]) -> Result<i32, OciError> {
-    if pids.is_empty() {
-        println!("PID");
-        return Ok(0);
-    }
-    let list: Vec<String> = pids.iter().map(i32::to_string).collect();
     let mut cmd = std::process::Command::new("ps");
     if args.is_empty() {
-        cmd.arg("-f");
+        cmd.arg("-ef");
     } else {
         cmd.args(args);
     }
-    cmd.arg("-p").arg(list.join(","));
-    let status = cmd.status().map_err(OciError::io("run ps"))?;
-    Ok(status.code().unwrap_or(1))
+    let out = cmd
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(OciError::io("run ps"))?;
+    if !out.status.success() {
+        return Err(OciError::InvalidConfig(format!(
+            "ps {}: {}",
+            args.join(" "),
+            out.status
+        )));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    print!("{}", container_rows(&text, pids)?);
+    Ok(0)
+}
+
+/// The header of `ps` output and its lines for `pids`.
+fn container_rows(ps_output: &str, pids: &[i32]) -> Result<String, OciError> {
+    let mut lines = ps_output.lines();
+    let header = lines.next().unwrap_or_default();
+    let column = header
+        .split_whitespace()
+        .position(|f| f == "PID")
+        .ok_or_else(|| {
+            OciError::InvalidConfig(format!("ps output has no PID column: {header:?}"))
+        })?;
+    let mut out = format!("{header}\n");
+    for line in lines {
+        let pid = line
+            .split_whitespace()
+            .nth(column)
+            .and_then(|p| p.parse().ok());
+        if pid.is_some_and(|pid: i32| pids.contains(&pid)) {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    Ok(out)
 }
 
 /// `--log`: errors and warnings, as text or JSON lines.
@@ -439,6 +472,16 @@ mod tests {
     fn systemd_cgroup_warnings_say_what_happens() {
         assert!(systemd_cgroup_warning(false).contains("falls back to cgroupfs"));
         assert!(systemd_cgroup_warning(true).contains("driver is not implemented"));
+    }
+
+    #[test]
+    fn ps_keeps_the_header_and_the_containers_lines() {
+        let ps = "  UID   PID  PPID CMD\n root     1     0 init\n root    42     1 sleep 1000\n root   420     1 x\n";
+        assert_eq!(
+            container_rows(ps, &[42]).unwrap(),
+            "  UID   PID  PPID CMD\n root    42     1 sleep 1000\n"
+        );
+        assert!(container_rows("USER COMMAND\n", &[1]).is_err());
     }
 
     #[test]
