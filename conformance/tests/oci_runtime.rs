@@ -1451,6 +1451,152 @@ fn preserve_fds_passes_exactly_those_descriptors(
     oci.finish();
 }
 
+/// Where each whitespace-separated field of `line` starts (byte offsets).
+fn field_starts(line: &str) -> Vec<usize> {
+    let mut starts = Vec::new();
+    let mut previous = ' ';
+    for (i, c) in line.char_indices() {
+        if c != ' ' && c != '\t' && (previous == ' ' || previous == '\t') {
+            starts.push(i);
+        }
+        previous = c;
+    }
+    starts
+}
+
+/// `list` (the table: ID PID STATUS BUNDLE CREATED OWNER, columns aligned with spaces),
+/// `list --format json` (each container's state with its rootfs and owner), `ps ID` (the
+/// system's `ps -ef` lines of the container's processes), `ps ID PS-ARGS` (those ps arguments
+/// instead, still only the container's processes) and `ps --format json ID` (its pids): the
+/// shape runc gives them, for two running containers and an exec'd process.
+#[rstest]
+fn list_and_ps_show_what_runc_shows(#[values(Runtime::Carton, Runtime::Runc)] rt: Runtime) {
+    let Some(oci) = OciHost::new(rt) else { return };
+    let ids = ["a", "second-container"];
+    let mut bundles = Vec::new();
+    for id in ids {
+        let bundle = oci.bundle(id, &["sleep", "1000"], |_| {});
+        oci.create(id, &bundle, &[]);
+        oci.cmd(["start", id]).assert().success();
+        bundles.push(bundle);
+    }
+    let (status, err) = oci.run_leaving_process("a", ["exec", "--detach", "a", "sleep", "999"]);
+    assert!(status.success(), "{err}");
+    let states: Vec<Value> = ids.iter().map(|id| oci.state(id)).collect();
+
+    let table = oci.cmd(["list"]).stdout_ok();
+    let rows: Vec<&str> = table.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(rows.len(), 3, "{table}");
+    let header: Vec<&str> = rows[0].split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"],
+        "{table}"
+    );
+    let columns = field_starts(rows[0]);
+    for (row, (state, bundle)) in rows[1..].iter().zip(states.iter().zip(&bundles)) {
+        let fields: Vec<&str> = row.split_whitespace().collect();
+        let pid = pid_of(state).to_string();
+        let bundle = bundle.to_str().unwrap();
+        let created = state["created"].as_str().unwrap();
+        assert_eq!(
+            fields,
+            [
+                state["id"].as_str().unwrap(),
+                &pid,
+                "running",
+                bundle,
+                created,
+                "root"
+            ],
+            "{table}"
+        );
+        assert!(
+            !row.contains('\t'),
+            "columns aligned with spaces: {table:?}"
+        );
+        assert_eq!(field_starts(row), columns, "columns not aligned:\n{table}");
+    }
+
+    let listed: Value = serde_json::from_str(&oci.cmd(["list", "--format", "json"]).stdout_ok())
+        .expect("list --format json is JSON");
+    let listed = listed.as_array().expect("an array");
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    for ((entry, state), bundle) in listed.iter().zip(&states).zip(&bundles) {
+        let mut keys: Vec<&str> = entry
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort();
+        assert_eq!(
+            keys,
+            [
+                "bundle",
+                "created",
+                "id",
+                "ociVersion",
+                "owner",
+                "pid",
+                "rootfs",
+                "status"
+            ],
+            "{entry}"
+        );
+        for key in ["id", "pid", "status", "bundle", "created", "ociVersion"] {
+            assert_eq!(entry[key], state[key], "{key}: {entry} vs state {state}");
+        }
+        assert_eq!(entry["rootfs"], json!(bundle.join("rootfs")), "{entry}");
+        assert_eq!(entry["owner"], "root", "{entry}");
+    }
+
+    let pids: Vec<i32> =
+        serde_json::from_str(&oci.cmd(["ps", "--format", "json", "a"]).stdout_ok())
+            .expect("ps --format json is a list of pids");
+    assert_eq!(pids.len(), 2, "the init and the exec'd process: {pids:?}");
+    assert!(pids.contains(&pid_of(&states[0])), "{pids:?}");
+    let mut expected: Vec<String> = pids.iter().map(i32::to_string).collect();
+    expected.sort();
+    // Rows of a ps table: the header's fields, and each row's value in the PID column.
+    let ps_table = |args: &[&str]| -> (Vec<String>, Vec<String>) {
+        let out = oci.cmd(args).stdout_ok();
+        let mut lines = out.lines().filter(|l| !l.trim().is_empty());
+        let header: Vec<String> = lines
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(String::from)
+            .collect();
+        let at = header
+            .iter()
+            .position(|h| h == "PID")
+            .unwrap_or_else(|| panic!("no PID column: {out}"));
+        let mut listed: Vec<String> = lines
+            .map(|l| l.split_whitespace().nth(at).unwrap_or_default().to_string())
+            .collect();
+        listed.sort();
+        (header, listed)
+    };
+    let (header, listed) = ps_table(&["ps", "a"]);
+    assert_eq!(
+        header,
+        ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"]
+    );
+    assert_eq!(listed, expected, "ps a");
+    let (header, listed) = ps_table(&["ps", "a", "-o", "pid,comm"]);
+    assert_eq!(header, ["PID", "COMMAND"]);
+    assert_eq!(listed, expected, "ps a -o pid,comm");
+    // Arguments that select every process of the host: still only the container's.
+    let (_, listed) = ps_table(&["ps", "a", "-e"]);
+    assert_eq!(listed, expected, "ps a -e");
+
+    for id in ids {
+        oci.cmd(["delete", "--force", id]).assert().success();
+    }
+    oci.finish();
+}
+
 /// `update --resources -`: the resources JSON on stdin changes the container's memory and
 /// pids limit files; JSON that does not parse is refused and changes nothing.
 #[rstest]

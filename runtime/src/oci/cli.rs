@@ -290,21 +290,24 @@ fn dispatch(store: &Store, cli: &Cli) -> Result<i32, OciError> {
             } else if format == "json" {
                 let states: Vec<serde_json::Value> = all
                     .iter()
-                    .map(|(r, s)| super::state::state_json(r, *s))
+                    .map(|(r, s)| super::state::list_json(r, *s, &store.owner(&r.id)))
                     .collect();
                 println!("{}", serde_json::to_string(&states).unwrap_or_default());
             } else {
-                println!("ID\tPID\tSTATUS\tBUNDLE\tCREATED");
+                let mut rows =
+                    vec![["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"].map(String::from)];
                 for (r, s) in &all {
                     let pid = if *s == Status::Stopped { 0 } else { r.pid };
-                    println!(
-                        "{}\t{pid}\t{}\t{}\t{}",
-                        r.id,
-                        s.as_str(),
-                        r.bundle.display(),
-                        r.created.to_rfc3339()
-                    );
+                    rows.push([
+                        r.id.clone(),
+                        pid.to_string(),
+                        s.as_str().to_string(),
+                        r.bundle.display().to_string(),
+                        r.created.to_rfc3339(),
+                        store.owner(&r.id),
+                    ]);
                 }
+                print!("{}", aligned(&rows));
             }
             Ok(0)
         }
@@ -371,6 +374,29 @@ fn write_spec(bundle: &Path) -> Result<(), OciError> {
     }
     let text = serde_json::to_vec_pretty(&template::default_spec()).unwrap_or_default();
     std::fs::write(&path, text).map_err(OciError::io(format!("write {}", path.display())))
+}
+
+/// Rows as columns padded with spaces, the way runc's `list` prints them (Go's tabwriter with
+/// a minimum width of 12 and a padding of 3); the last column is not padded.
+fn aligned<const N: usize>(rows: &[[String; N]]) -> String {
+    let widths: Vec<usize> = (0..N)
+        .map(|c| {
+            let widest = rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0);
+            (widest + 3).max(12)
+        })
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        for (c, cell) in row.iter().enumerate() {
+            if c + 1 == N {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<width$}", width = widths[c]));
+            }
+        }
+        out.push('\n');
+    }
+    out
 }
 
 /// `ps`'s table, as runc makes it: the system's `ps` with the caller's arguments (`-ef` without
@@ -472,6 +498,18 @@ mod tests {
     fn systemd_cgroup_warnings_say_what_happens() {
         assert!(systemd_cgroup_warning(false).contains("falls back to cgroupfs"));
         assert!(systemd_cgroup_warning(true).contains("driver is not implemented"));
+    }
+
+    #[test]
+    fn list_columns_are_aligned_like_runcs() {
+        let rows = [
+            ["ID", "PID", "OWNER"].map(String::from),
+            ["a-rather-long-id", "7", "root"].map(String::from),
+        ];
+        assert_eq!(
+            aligned(&rows),
+            "ID                 PID         OWNER\na-rather-long-id   7           root\n"
+        );
     }
 
     #[test]

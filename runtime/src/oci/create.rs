@@ -175,6 +175,7 @@ fn create_in(store: &Store, args: &CreateArgs) -> Result<(Record, Started), OciE
     if let Some(linux) = spec.linux_mut() {
         linux.set_cgroups_path(Some(PathBuf::from(&cgroup)));
     }
+    let rootfs = spec.root().as_ref().map(|root| bundle.join(root.path()));
     let hooks = spec.hooks().clone().unwrap_or_default();
     let annotations = spec.annotations().clone().unwrap_or_default();
     let mut record = Record {
@@ -185,6 +186,7 @@ fn create_in(store: &Store, args: &CreateArgs) -> Result<(Record, Started), OciE
         created: Timestamp::now(),
         annotations: annotations.clone(),
         cgroup_path: Some(cgroup),
+        rootfs,
         poststart: hooks.poststart().clone().unwrap_or_default(),
         poststop: hooks.poststop().clone().unwrap_or_default(),
         creating: Some(Creator::me()),

@@ -27,6 +27,9 @@ pub struct Record {
     pub annotations: HashMap<String, String>,
     #[serde(default)]
     pub cgroup_path: Option<String>,
+    /// The container's root filesystem on the host (config.json's root.path, absolute).
+    #[serde(default)]
+    pub rootfs: Option<PathBuf>,
     #[serde(default)]
     pub poststart: Vec<Hook>,
     #[serde(default)]
@@ -251,6 +254,30 @@ pub fn state_json(record: &Record, status: Status) -> serde_json::Value {
     v
 }
 
+/// A container as `list --format json` shows it: its state, plus its rootfs and the owner of
+/// its state directory (what runc's list gives).
+pub fn list_json(record: &Record, status: Status, owner: &str) -> serde_json::Value {
+    let mut v = state_json(record, status);
+    v["rootfs"] = serde_json::json!(record.rootfs.as_deref().unwrap_or(Path::new("")));
+    v["owner"] = serde_json::json!(owner);
+    v
+}
+
+impl Store {
+    /// The user owning the state directory of `id`, by name as the host's passwd has it, else
+    /// `#UID` (runc's `list` OWNER).
+    pub fn owner(&self, id: &str) -> String {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(meta) = fs::metadata(self.dir(id)) else {
+            return String::new();
+        };
+        match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(meta.uid())) {
+            Ok(Some(user)) => user.name,
+            _ => format!("#{}", meta.uid()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -279,6 +306,7 @@ mod tests {
             created: Timestamp::now(),
             annotations: HashMap::new(),
             cgroup_path: None,
+            rootfs: None,
             poststart: vec![],
             poststop: vec![],
             creating: None,
@@ -305,6 +333,7 @@ mod tests {
             created: Timestamp::now(),
             annotations: HashMap::new(),
             cgroup_path: None,
+            rootfs: None,
             poststart: vec![],
             poststop: vec![],
             creating: Some(Creator::me()),
