@@ -672,10 +672,12 @@ impl Containerd {
         cmd
     }
 
-    /// `ctr task exec --fifo-dir … --exec-id <exec_id> <id> <command…>`.
-    pub fn exec(&self, id: &str, exec_id: &str, command: &[&str]) -> CartonCmd {
+    /// `ctr task exec <flags…> --fifo-dir … --exec-id <exec_id> <id> <command…>`.
+    pub fn exec(&self, flags: &[&str], id: &str, exec_id: &str, command: &[&str]) -> CartonCmd {
         let mut cmd = self.ctr();
-        cmd.args(["task", "exec", "--fifo-dir"])
+        cmd.args(["task", "exec"])
+            .args(flags)
+            .arg("--fifo-dir")
             .arg(self.s.path("fifo"))
             .args(["--exec-id", exec_id, id])
             .args(command);

@@ -37,6 +37,29 @@ const IDLE: &str = "trap 'echo got-term; exit 7' TERM; echo started; while :; do
 const TTY_SCRIPT: &str = r#"size() { while :; do s=$(stty size 2>/dev/null) && [ "$s" != "$1" ] && break; sleep 0.05; done; echo "size=$s"; }
 echo "tty=$(tty)"; size ""; read line; echo "got-$line"; size "$s"; exit 5"#;
 
+/// Checks what a [`TTY_SCRIPT`] session showed on the user's terminal: a /dev/pts/N of its own,
+/// the terminal's size and then the resized one, the typed line, and exit code 5 from `what`.
+#[track_caller]
+fn assert_tty_session(what: &str, status: std::process::ExitStatus, all: &str, sizes: [&str; 2]) {
+    assert_eq!(status.code(), Some(5), "exit code through {what}: {all:?}");
+    let l = lines(all);
+    let tty = l
+        .iter()
+        .find_map(|x| x.strip_prefix("tty="))
+        .unwrap_or_else(|| panic!("no tty= line in {all:?}"));
+    assert!(
+        tty.strip_prefix("/dev/pts/")
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())),
+        "`tty` printed {tty:?}, not a /dev/pts/N"
+    );
+    let seen: Vec<&str> = l.iter().filter_map(|x| x.strip_prefix("size=")).collect();
+    assert_eq!(
+        seen, sizes,
+        "the terminal of {what} does not follow the user's size: {all:?}"
+    );
+    assert!(l.iter().any(|x| x == "got-hello"), "{all:?}");
+}
+
 /// The controller directory and file holding the memory limit, as (controller, file name).
 fn memory_limit_file() -> (&'static str, &'static str) {
     match cgroup::version() {
@@ -221,29 +244,42 @@ fn podman_interactive_tty(#[case] runtime: Runtime) {
     run.resize(41, 123);
     run.read_until("size=41 123\n");
     let (status, all) = run.wait();
-    assert_eq!(
-        status.code(),
-        Some(5),
-        "exit code through podman -it: {all:?}"
-    );
-    let l = lines(&all);
-    let tty = l
-        .iter()
-        .find_map(|x| x.strip_prefix("tty="))
-        .unwrap_or_else(|| panic!("no tty= line in {all:?}"));
-    assert!(
-        tty.strip_prefix("/dev/pts/")
-            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())),
-        "`tty` printed {tty:?}, not a /dev/pts/N"
-    );
-    let sizes: Vec<&str> = l.iter().filter_map(|x| x.strip_prefix("size=")).collect();
-    assert_eq!(
-        sizes,
-        ["31 97", "41 123"],
-        "the container's terminal does not follow the user's size: {all:?}"
-    );
-    assert!(l.iter().any(|x| x == "got-hello"), "{all:?}");
+    assert_tty_session("podman run -it", status, &all, ["31 97", "41 123"]);
     assert_eq!(pm.container_ids(), Vec::<String>::new(), "--rm left it");
+    pm.finish();
+}
+
+/// `podman exec -it` on a terminal, into a running container: conmon runs the runtime's `exec
+/// --pid-file P --process F --detach --tty --console-socket S`; the exec'd process has a pty of its own of the user's
+/// terminal size, follows its resize, reads what the user types, and its exit code comes back;
+/// the container runs on.
+#[rstest]
+#[case::carton(Runtime::Carton)]
+#[case::runc(Runtime::Runc)]
+fn podman_exec_interactive_tty(#[case] runtime: Runtime) {
+    let Some(pm) = Podman::new(runtime) else {
+        return;
+    };
+    pm.run(["-d", "--name", "idle", PODMAN_IMAGE, "sh", "-c", IDLE])
+        .assert()
+        .success();
+    let pty = Pty::open(27, 91);
+    let mut cmd = pm.cmd();
+    cmd.args(["exec", "-it", "idle", "sh", "-c", TTY_SCRIPT]);
+    let mut run = pty.spawn(cmd.to_std());
+    run.read_until("size=27 91\n");
+    run.write(b"hello\n");
+    run.read_until("got-hello");
+    run.resize(39, 117);
+    run.read_until("size=39 117\n");
+    let (status, all) = run.wait();
+    assert_tty_session("podman exec -it", status, &all, ["27 91", "39 117"]);
+    let state = pm.inspect("idle");
+    assert_eq!(state["State"]["Status"], "running", "{}", state["State"]);
+    pm.cmd()
+        .args(["rm", "-f", "-t", "0", "idle"])
+        .assert()
+        .success();
     pm.finish();
 }
 
@@ -391,6 +427,7 @@ fn ctr_detached_exec_kill_rm(#[case] runtime: Runtime) {
 
     let exec = ctd
         .exec(
+            &[],
             "c2",
             "e1",
             &[
@@ -466,28 +503,49 @@ fn ctr_run_tty(#[case] runtime: Runtime) {
     run.resize(43, 111);
     run.read_until("size=43 111\n");
     let (status, all) = run.wait();
-    assert_eq!(
-        status.code(),
-        Some(5),
-        "exit code through ctr run -t: {all:?}"
-    );
-    let l = lines(&all);
-    let tty = l
-        .iter()
-        .find_map(|x| x.strip_prefix("tty="))
-        .unwrap_or_else(|| panic!("no tty= line in {all:?}"));
-    assert!(
-        tty.strip_prefix("/dev/pts/")
-            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())),
-        "`tty` printed {tty:?}, not a /dev/pts/N"
-    );
-    let sizes: Vec<&str> = l.iter().filter_map(|x| x.strip_prefix("size=")).collect();
-    assert_eq!(
-        sizes,
-        ["29 83", "43 111"],
-        "the container's terminal does not follow the user's size: {all:?}"
-    );
+    assert_tty_session("ctr run -t", status, &all, ["29 83", "43 111"]);
     assert_eq!(ctd.container_ids(), Vec::<String>::new(), "--rm left it");
+    ctd.finish();
+}
+
+/// `ctr task exec -t` on a terminal, into a running task: the shim runs the runtime's `exec
+/// --process F --console-socket S --detach --pid-file P` (the terminal asked for in F); the
+/// exec'd process has a pty of its own of the user's
+/// terminal size, follows its resize, reads what the user types, and its exit code comes back
+/// through the shim; the task runs on.
+#[rstest]
+#[case::carton(Runtime::Carton)]
+#[case::runc(Runtime::Runc)]
+fn ctr_task_exec_tty(#[case] runtime: Runtime) {
+    let Some(ctd) = Containerd::new(runtime) else {
+        return;
+    };
+    ctd.run(&["-d"], "c5", &["/bin/sh", "-c", IDLE])
+        .assert()
+        .success();
+    let pty = Pty::open(23, 87);
+    let cmd = ctd.exec(&["-t"], "c5", "e1", &["/bin/sh", "-c", TTY_SCRIPT]);
+    let mut run = pty.spawn(cmd.to_std());
+    run.read_until("size=23 87\n");
+    run.write(b"hello\n");
+    run.read_until("got-hello");
+    run.resize(37, 101);
+    run.read_until("size=37 101\n");
+    let (status, all) = run.wait();
+    assert_tty_session("ctr task exec -t", status, &all, ["23 87", "37 101"]);
+    assert_eq!(ctd.task("c5").map(|t| t.1).as_deref(), Some("RUNNING"));
+    ctd.ctr()
+        .args(["task", "kill", "-s", "SIGKILL", "c5"])
+        .assert()
+        .success();
+    eventually("task c5 is STOPPED after task kill", || {
+        (ctd.task("c5")?.1 == "STOPPED").then_some(())
+    });
+    ctd.ctr().args(["task", "rm", "c5"]).assert().success();
+    ctd.ctr()
+        .args(["containers", "rm", "c5"])
+        .assert()
+        .success();
     ctd.finish();
 }
 
