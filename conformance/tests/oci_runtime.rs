@@ -1054,7 +1054,8 @@ fn assert_in_container(oci: &OciHost, id: &str, pid: i32) {
 /// conmon run a tty exec: the pty master arrives over the socket (SCM_RIGHTS); the process
 /// runs in the container with the slave as its terminal; what is typed into the master reaches
 /// it and its output comes out of the master; once the runtime has exited, the process is the
-/// subreaper's (the shim's) child, which collects its exit code.
+/// subreaper's (the shim's) child, which collects its exit code. Then the same with the
+/// terminal and its size (consoleSize) in a `--process` file, as containerd's shim asks.
 #[rstest]
 fn exec_tty_through_the_console_socket(#[values(Runtime::Carton, Runtime::Runc)] rt: Runtime) {
     let Some(oci) = OciHost::new(rt) else { return };
@@ -1101,6 +1102,53 @@ fn exec_tty_through_the_console_socket(#[values(Runtime::Carton, Runtime::Runc)]
         Some(6),
         "exit code of the tty exec"
     );
+
+    // containerd's shim gives the terminal in a process.json, and its size with it.
+    let socket = oci.path("exec-console-2.sock");
+    let master = receive_master(UnixListener::bind(&socket).unwrap());
+    let process = oci.path("tty-process.json");
+    let mut spec =
+        conformance::oci::default_config(&["sh", "-c", "stty size; exit 3"])["process"].clone();
+    spec["terminal"] = json!(true);
+    spec["consoleSize"] = json!({"height": 33, "width": 111});
+    std::fs::write(&process, spec.to_string()).unwrap();
+    let pid_file = oci.path("exec-tty-2.pid");
+    let shim = oci.spawn_under_subreaper(
+        "et",
+        [
+            "exec",
+            "--process",
+            process.to_str().unwrap(),
+            "--console-socket",
+            socket.to_str().unwrap(),
+            "--detach",
+            "--pid-file",
+            pid_file.to_str().unwrap(),
+            "et",
+        ],
+    );
+    let status = shim.wait_runtime();
+    assert!(
+        status.success(),
+        "exec --process: {status}\n{}",
+        oci.log_text()
+    );
+    let master = std::fs::File::from(join_within(master, "the pty master over the socket"));
+    let seen = join_within(
+        read_master_until(&master, "33 "),
+        "stty size through the pty",
+    );
+    assert!(
+        seen.contains("33 111"),
+        "the process.json's consoleSize: {seen:?}"
+    );
+    let pid: i32 = wait_for_file(&pid_file).trim().parse().unwrap();
+    assert_eq!(
+        shim.wait_exit(pid).code(),
+        Some(3),
+        "exit code of the tty exec"
+    );
+
     oci.cmd(["delete", "--force", "et"]).assert().success();
     drop(shim);
     oci.finish();

@@ -6,6 +6,19 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
+/// Gives the terminal of `master` the size config.json or a process.json asks for
+/// (`consoleSize`, height x width), before the process starts.
+pub fn set_size(master: &OwnedFd, (height, width): (u64, u64)) {
+    let size = libc::winsize {
+        ws_row: height.min(u64::from(u16::MAX)) as u16,
+        ws_col: width.min(u64::from(u16::MAX)) as u16,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads a winsize that lives for the call.
+    unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &size) };
+}
+
 /// Sends `master` over a fresh connection to `socket`.
 pub fn send(socket: &Path, master: &OwnedFd) -> io::Result<()> {
     let stream = UnixStream::connect(socket)?;

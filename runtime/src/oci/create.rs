@@ -4,7 +4,7 @@
 //! subreapers), which is the OCI runtime contract.
 
 use std::fs;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use nix::unistd::Pid;
@@ -117,21 +117,8 @@ impl StartEvents for CreateEvents<'_> {
     }
 
     fn console(&mut self, master: &OwnedFd) -> Result<(), String> {
-        if let Some((height, width)) = self.console_size {
-            let size = libc::winsize {
-                ws_row: height as u16,
-                ws_col: width as u16,
-                ws_xpixel: 0,
-                ws_ypixel: 0,
-            };
-            // SAFETY: TIOCSWINSZ reads a winsize.
-            unsafe {
-                libc::ioctl(
-                    std::os::fd::AsRawFd::as_raw_fd(&master.as_fd()),
-                    libc::TIOCSWINSZ,
-                    &size,
-                )
-            };
+        if let Some(size) = self.console_size {
+            console::set_size(master, size);
         }
         if let Some(socket) = self.console_socket {
             console::send(socket, master)

@@ -25,13 +25,20 @@ pub struct ExecArgs {
 
 struct ExecEvents<'a> {
     console_socket: Option<&'a Path>,
+    /// The process's `consoleSize` (height, width).
+    console_size: Option<(u64, u64)>,
 }
 
 impl StartEvents for ExecEvents<'_> {
     fn console(&mut self, master: &std::os::fd::OwnedFd) -> Result<(), String> {
         match self.console_socket {
-            Some(socket) => console::send(socket, master)
-                .map_err(|e| format!("console socket {}: {e}", socket.display())),
+            Some(socket) => {
+                if let Some(size) = self.console_size {
+                    console::set_size(master, size);
+                }
+                console::send(socket, master)
+                    .map_err(|e| format!("console socket {}: {e}", socket.display()))
+            }
             None => engine::SizeConsole.console(master),
         }
     }
@@ -145,6 +152,7 @@ pub fn exec(store: &Store, args: &ExecArgs) -> Result<i32, OciError> {
         args.detach,
         &mut ExecEvents {
             console_socket: args.console_socket.as_deref(),
+            console_size: process.console_size().map(|b| (b.height(), b.width())),
         },
     )?;
     if let Some(path) = &args.pid_file {
