@@ -1757,7 +1757,7 @@ fn is_rfc3339(s: &str) -> bool {
 /// `--log FILE` with `--log-format text` (the default) and `json`: the error of a failed
 /// command (`state` of a container that does not exist) is written there — as logfmt
 /// `time="…" level=error msg="…"` lines in text, as objects with level, msg and time in JSON
-/// — and still on stderr.
+/// — and still on stderr. Another format is refused.
 #[rstest]
 fn log_format_text_and_json(#[values(Runtime::Carton, Runtime::Runc)] rt: Runtime) {
     let Some(oci) = OciHost::new(rt) else { return };
@@ -1808,5 +1808,27 @@ fn log_format_text_and_json(#[values(Runtime::Carton, Runtime::Runc)] rt: Runtim
         "{entry}"
     );
     assert!(is_rfc3339(entry["time"].as_str().unwrap()), "{entry}");
+
+    // A format the runtime does not know is refused, not taken for text.
+    let log = oci.path("xml.log");
+    let out = oci
+        .cmd_without_log([
+            "--log",
+            log.to_str().unwrap(),
+            "--log-format",
+            "xml",
+            "list",
+        ])
+        .output();
+    assert!(
+        !out.status.success(),
+        "--log-format xml accepted: {}",
+        all_output(&out)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("log-format") && stderr.contains("xml"),
+        "the error does not name the flag and the value: {stderr}"
+    );
     oci.finish();
 }

@@ -27,9 +27,9 @@ struct Cli {
     /// Also write errors (and warnings) to this file.
     #[arg(long, global = true)]
     log: Option<PathBuf>,
-    /// Format of the --log file: text or json.
-    #[arg(long, global = true, default_value = "text")]
-    log_format: String,
+    /// Format of the --log file.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     /// Accepted for compatibility: carton has no systemd cgroup driver; cgroups are made
     /// through cgroupfs, systemd-style paths (slice:prefix:name) translated. create and run
     /// warn about it.
@@ -43,6 +43,15 @@ struct Cli {
     rootless: Option<String>,
     #[command(subcommand)]
     command: Command,
+}
+
+/// `--log-format`: runc's two; anything else is refused rather than taken for text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// logfmt lines: time="…" level=… msg="…"
+    Text,
+    /// one JSON object per line: level, msg, time
+    Json,
 }
 
 #[derive(Debug, Args)]
@@ -169,7 +178,7 @@ pub fn main() -> i32 {
     };
     let log = Log {
         path: cli.log.clone(),
-        json: cli.log_format == "json",
+        json: cli.log_format == LogFormat::Json,
     };
     let store = Store::new(&cli.root);
     match prepare(&cli, &log).and_then(|()| dispatch(&store, &cli)) {
