@@ -1405,6 +1405,8 @@ fn pid_files_are_atomic_and_detached_exec_runs_in_the_container(
 /// `create --no-pivot` (the rootfs is moved onto / and chrooted into, where pivot_root cannot
 /// be used): the container is still confined to its bundle's rootfs — a file put there is at
 /// its /, `cd ..` from / stays at /, and the scenario's directory on the host is out of sight.
+/// (Which of the two ways a runtime took cannot be seen from inside without escaping the
+/// chroot; what the scenario checks is the confinement the flag must keep.)
 #[rstest]
 fn no_pivot_still_confines_the_container_to_its_rootfs(
     #[values(Runtime::Carton, Runtime::Runc)] rt: Runtime,
