@@ -953,6 +953,52 @@ fn features_and_spec(#[values(Runtime::Carton, Runtime::Runc)] rt: Runtime) {
     oci.finish();
 }
 
+/// The default config.json of the *other* runtime runs too: runc's `spec` lists ambient
+/// capabilities that are not inheritable (the kernel cannot raise those; runc leaves them out,
+/// and so must carton), and carton's `spec` must suit runc. The process reports its ambient
+/// set, which is empty either way.
+#[rstest]
+fn runs_the_other_runtimes_default_spec(#[values(Runtime::Carton, Runtime::Runc)] rt: Runtime) {
+    let Some(oci) = OciHost::new(rt) else { return };
+    let other = match rt {
+        Runtime::Carton => Runtime::Runc,
+        Runtime::Runc => Runtime::Carton,
+    };
+    let other_bin = match other.binary() {
+        Ok(bin) => bin,
+        Err(reason) => {
+            conformance::skip(&reason);
+            return;
+        }
+    };
+    let bundle = oci.bundle("other", &["true"], |_| {});
+    std::fs::remove_file(bundle.join("config.json")).unwrap();
+    let made = std::process::Command::new(&other_bin)
+        .args(["spec", "--bundle"])
+        .arg(&bundle)
+        .output()
+        .expect("run the other runtime's spec");
+    assert!(made.status.success(), "{}", all_output(&made));
+    let mut config: Value =
+        serde_json::from_str(&std::fs::read_to_string(bundle.join("config.json")).unwrap())
+            .unwrap();
+    config["process"]["terminal"] = json!(false);
+    config["process"]["args"] = json!(["sh", "-c", "grep CapAmb /proc/self/status"]);
+    config["linux"]["cgroupsPath"] = json!(oci.cgroups_path("other"));
+    oci.write_config(&bundle, &config);
+    let out = oci
+        .cmd(["run", "--bundle", bundle.to_str().unwrap(), "other"])
+        .output();
+    assert!(out.status.success(), "{}", all_output(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["CapAmb:", "0000000000000000"]
+    );
+    oci.finish();
+}
+
 /// A spec without HOME (containerd's default, Kubernetes' CRI) gets the user's home from the
 /// container's /etc/passwd, or "/" for a user it does not list; a HOME in the spec is kept.
 #[rstest]

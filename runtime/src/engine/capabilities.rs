@@ -168,15 +168,27 @@ fn current_permitted() -> io::Result<u64> {
 
 /// Step 2, after the uid change: sets effective, permitted and inheritable, then ambient.
 /// Capabilities carton itself does not hold (a host whose root lacks CAP_SYS_RESOURCE, say)
-/// cannot be given: `--privileged` means everything carton has.
+/// cannot be given: `--privileged` means everything carton has. An ambient capability needs
+/// to be permitted and inheritable too (the kernel refuses it otherwise); one that is not is
+/// left out, as runc does — its own default `spec` lists ambient capabilities without
+/// inheritable ones.
 pub fn set(sets: &CapabilitySets) -> io::Result<()> {
     let held = current_permitted()?;
+    let permitted = sets.permitted & held;
+    let inheritable = sets.inheritable & held;
+    let ambient = sets.ambient & held;
+    if ambient & !(permitted & inheritable) != 0 {
+        log::debug!(
+            "ambient capabilities {:#x} are not both permitted and inheritable: left out",
+            ambient & !(permitted & inheritable)
+        );
+    }
     let sets = CapabilitySets {
         bounding: sets.bounding,
         effective: sets.effective & held,
-        permitted: sets.permitted & held,
-        inheritable: sets.inheritable & held,
-        ambient: sets.ambient & held,
+        permitted,
+        inheritable,
+        ambient: ambient & permitted & inheritable,
     };
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0) };
