@@ -649,7 +649,9 @@ fn pause_and_resume(#[values(Runtime::Carton, Runtime::Runc)] rt: Runtime) {
     oci.finish();
 }
 
-/// `update --resources FILE` changes the memory and pids limits of a running container.
+/// `update --resources FILE`, then `--resources -` (the JSON on stdin), change the memory and
+/// pids limits of a running container; JSON that does not parse is refused and changes
+/// nothing.
 #[rstest]
 fn update_changes_limits(#[values(Runtime::Carton, Runtime::Runc)] rt: Runtime) {
     let Some(oci) = OciHost::new(rt) else { return };
@@ -680,6 +682,25 @@ fn update_changes_limits(#[values(Runtime::Carton, Runtime::Runc)] rt: Runtime) 
         .success();
     assert_eq!(read(&memory), (64 * 1024 * 1024).to_string());
     assert_eq!(read(&pids), "50");
+
+    let resources = json!({"memory": {"limit": 48 * 1024 * 1024}, "pids": {"limit": 42}});
+    oci.cmd(["update", "--resources", "-", "up"])
+        .write_stdin(resources.to_string())
+        .assert()
+        .success();
+    assert_eq!(read(&memory), (48 * 1024 * 1024).to_string());
+    assert_eq!(read(&pids), "42");
+    let out = oci
+        .cmd(["update", "--resources", "-", "up"])
+        .write_stdin("{ not json")
+        .output();
+    assert!(
+        !out.status.success(),
+        "bad JSON accepted: {}",
+        all_output(&out)
+    );
+    assert_eq!(read(&memory), (48 * 1024 * 1024).to_string());
+    assert_eq!(read(&pids), "42");
     oci.cmd(["delete", "--force", "up"]).assert().success();
     oci.finish();
 }
@@ -1690,50 +1711,6 @@ fn list_and_ps_show_what_runc_shows(#[values(Runtime::Carton, Runtime::Runc)] rt
     for id in ids {
         oci.cmd(["delete", "--force", id]).assert().success();
     }
-    oci.finish();
-}
-
-/// `update --resources -`: the resources JSON on stdin changes the container's memory and
-/// pids limit files; JSON that does not parse is refused and changes nothing.
-#[rstest]
-fn update_reads_resources_from_stdin(#[values(Runtime::Carton, Runtime::Runc)] rt: Runtime) {
-    let Some(oci) = OciHost::new(rt) else { return };
-    let bundle = oci.bundle("us", &["sleep", "1000"], |c| {
-        c["linux"]["resources"]["memory"] = json!({"limit": 128 * 1024 * 1024});
-        c["linux"]["resources"]["pids"] = json!({"limit": 100});
-    });
-    oci.create("us", &bundle, &[]);
-    oci.cmd(["start", "us"]).assert().success();
-    let memory = oci
-        .cgroup_file("us", "memory", "memory.limit_in_bytes", "memory.max")
-        .expect("the container's memory cgroup file");
-    let pids = oci
-        .cgroup_file("us", "pids", "pids.max", "pids.max")
-        .expect("the container's pids cgroup file");
-    let read = |p: &Path| std::fs::read_to_string(p).unwrap().trim().to_string();
-    assert_eq!(read(&memory), (128 * 1024 * 1024).to_string());
-    assert_eq!(read(&pids), "100");
-
-    let resources = json!({"memory": {"limit": 48 * 1024 * 1024}, "pids": {"limit": 42}});
-    oci.cmd(["update", "--resources", "-", "us"])
-        .write_stdin(resources.to_string())
-        .assert()
-        .success();
-    assert_eq!(read(&memory), (48 * 1024 * 1024).to_string());
-    assert_eq!(read(&pids), "42");
-
-    let out = oci
-        .cmd(["update", "--resources", "-", "us"])
-        .write_stdin("{ not json")
-        .output();
-    assert!(
-        !out.status.success(),
-        "bad JSON accepted: {}",
-        all_output(&out)
-    );
-    assert_eq!(read(&memory), (48 * 1024 * 1024).to_string());
-    assert_eq!(read(&pids), "42");
-    oci.cmd(["delete", "--force", "us"]).assert().success();
     oci.finish();
 }
 
