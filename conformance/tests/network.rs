@@ -962,18 +962,32 @@ fn published_port_is_reachable(#[case] from: From) {
     finish(ct);
 }
 
-/// A UDP mapping (`-p 5353:53/udp`): a datagram the host sends to 127.0.0.1:5353 arrives on
-/// port 53 in the container's network namespace, and the answer comes back from
-/// 127.0.0.1:5353. (The receiving socket is opened by the test inside the container's
-/// namespace: busybox-static's `nc` has no `-u` and busybox has no UDP server applet here.)
-#[test]
-fn published_udp_port_carries_datagrams_both_ways() {
+/// A UDP mapping (`-p 5353:53/udp`): a datagram sent to port 5353 — by the remote host to the
+/// host's address, by the host to its own address, by the host to 127.0.0.1 — arrives on port
+/// 53 in the container's network namespace, and the answer comes back from the address it was
+/// sent to. (The receiving socket is opened by the test inside the container's namespace:
+/// busybox-static's `nc` has no `-u` and busybox has no UDP server applet here.)
+#[rstest]
+#[case::from_remote_host(From::RemoteHost)]
+#[case::from_host_address(From::HostAddress)]
+#[case::from_localhost(From::Localhost)]
+fn published_udp_port_carries_datagrams_both_ways(#[case] from: From) {
     let Some(ct) = fixture() else { return };
+    let remote_host = RemoteHost::connect(&ct);
     let id = idle(&ct, &["--name", "dns", "-p", "5353:53/udp"]);
     let pid = ct.state(&id)["Pid"].as_i64().expect("Pid") as i32;
     let inside = remote::in_netns_of(pid, || UdpSocket::bind("0.0.0.0:53"))
         .expect("bind UDP port 53 in the container's namespace");
-    let host = remote::udp_bind(ct.netns(), localhost(0)).expect("bind a UDP socket on the host");
+    let (sender_netns, published) = match from {
+        From::RemoteHost => (
+            remote_host.netns(),
+            SocketAddrV4::new(remote_host.host_addr(), 5353),
+        ),
+        From::HostAddress => (ct.netns(), SocketAddrV4::new(remote_host.host_addr(), 5353)),
+        From::Localhost => (ct.netns(), localhost(5353)),
+    };
+    let host = remote::udp_bind(sender_netns, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0))
+        .expect("bind the sender's UDP socket");
 
     let row = ct.ps_row("dns").expect("dns in ps");
     assert_eq!(row.ports, "0.0.0.0:5353->53/udp", "ps PORTS: {row:?}");
@@ -983,22 +997,21 @@ fn published_udp_port_carries_datagrams_both_ways() {
     );
 
     let token = unique("udp");
-    let (got, source) =
-        remote::udp_exchange(&host, localhost(5353), token.as_bytes(), &inside, DEADLINE)
-            .unwrap_or_else(|e| panic!("host 127.0.0.1 → 5353/udp: {e}\n{}", iptables(&ct)));
+    let (got, source) = remote::udp_exchange(&host, published, token.as_bytes(), &inside, DEADLINE)
+        .unwrap_or_else(|e| panic!("{from:?} → {published}/udp: {e}\n{}", iptables(&ct)));
     assert_eq!(String::from_utf8_lossy(&got), token);
 
     let answer = format!("ack-{token}");
     inside.send_to(answer.as_bytes(), source).unwrap();
     host.set_read_timeout(Some(DEADLINE)).unwrap();
     let mut buf = [0u8; 2048];
-    let (n, from) = host
+    let (n, from_addr) = host
         .recv_from(&mut buf)
         .unwrap_or_else(|e| panic!("no answer from the container through the mapping: {e}"));
     assert_eq!(String::from_utf8_lossy(&buf[..n]), answer);
     assert_eq!(
-        from,
-        SocketAddr::V4(localhost(5353)),
+        from_addr,
+        SocketAddr::V4(published),
         "the answer must come from the published address"
     );
     finish(ct);
