@@ -906,6 +906,12 @@ enum From {
     HostAddress,
     /// The host itself, to 127.0.0.1 (OUTPUT, route_localnet).
     Localhost,
+    /// Another container of the same network, to the host's address (hairpin: out to the
+    /// host, DNAT, back into the bridge).
+    OtherContainer,
+    /// A container of another carton network, to the host's address (published ports are
+    /// published to every network; isolation only stops direct traffic).
+    OtherNetwork,
 }
 
 /// `-p 8080:80` (or with a host IP) is reachable from the remote host, from the host's own
@@ -914,6 +920,8 @@ enum From {
 #[case::from_remote_host(From::RemoteHost)]
 #[case::from_host_address(From::HostAddress)]
 #[case::from_localhost(From::Localhost)]
+#[case::from_another_container(From::OtherContainer)]
+#[case::from_another_network(From::OtherNetwork)]
 fn published_port_is_reachable(#[case] from: From) {
     let Some(ct) = fixture() else { return };
     let remote = RemoteHost::connect(&ct);
@@ -958,6 +966,40 @@ fn published_port_is_reachable(#[case] from: From) {
         From::Localhost => {
             assert_serves(ct.netns(), localhost(8080), &token, "host → 127.0.0.1:8080")
         }
+        From::OtherContainer | From::OtherNetwork => {
+            let client = match from {
+                From::OtherContainer => idle(&ct, &["--name", "client"]),
+                _ => {
+                    network_create(&ct, &["elsewhere"]);
+                    let client = idle(&ct, &["--name", "client", "--network", "elsewhere"]);
+                    // Isolation still holds for direct traffic.
+                    let direct = format!("http://{ip}:80/");
+                    let out = exec(
+                        &ct,
+                        &client,
+                        &["timeout", "5", "wget", "-q", "-O", "-", &direct],
+                    );
+                    assert!(
+                        !out.status.success(),
+                        "another network reached the container directly: {}",
+                        text(&out)
+                    );
+                    client
+                }
+            };
+            let url = format!("http://{}:8080/", remote.host_addr());
+            let out = exec(
+                &ct,
+                &client,
+                &["timeout", "20", "wget", "-q", "-O", "-", &url],
+            );
+            assert!(
+                out.status.success() && String::from_utf8_lossy(&out.stdout).contains(&token),
+                "{from:?} → host:8080 did not reach the server: {}\n{}",
+                text(&out),
+                iptables(&ct)
+            );
+        }
     }
     finish(ct);
 }
@@ -985,6 +1027,9 @@ fn published_udp_port_carries_datagrams_both_ways(#[case] from: From) {
         ),
         From::HostAddress => (ct.netns(), SocketAddrV4::new(remote_host.host_addr(), 5353)),
         From::Localhost => (ct.netns(), localhost(5353)),
+        From::OtherContainer | From::OtherNetwork => {
+            unreachable!("the UDP cases send from the host's side")
+        }
     };
     let host = remote::udp_bind(sender_netns, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0))
         .expect("bind the sender's UDP socket");

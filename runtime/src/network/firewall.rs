@@ -84,6 +84,10 @@ pub fn ruleset(networks: &[NetworkRules], existing: &str) -> String {
         ));
     }
     filter.push_str("-A CARTON-FORWARD -j CARTON-ISOLATION\n");
+    // A published port is published to every network: a connection that a DNAT rule sent to
+    // a container of another network is not isolation's business (docker's userland proxy
+    // gives the same reach).
+    filter.push_str("-A CARTON-ISOLATION -m conntrack --ctstate DNAT -j RETURN\n");
 
     for n in networks {
         let (br, subnet) = (&n.bridge, n.subnet);
@@ -95,13 +99,20 @@ pub fn ruleset(networks: &[NetworkRules], existing: &str) -> String {
         nat.push_str(&format!(
             "-A CARTON-POSTROUTING -s 127.0.0.0/8 -o {br} -j MASQUERADE\n"
         ));
+        // Hairpin: a container reaching a published port of its own network through the host
+        // address. Without the masquerade the server would answer the client directly over
+        // the bridge, past the NAT that has to undo the DNAT (unless br_netfilter happens to
+        // be on).
+        nat.push_str(&format!(
+            "-A CARTON-POSTROUTING -s {subnet} -o {br} -m conntrack --ctstate DNAT -j MASQUERADE\n"
+        ));
         for (address, m) in &n.published {
             let dest = match m.host_ip {
                 Some(ip) => format!(" -d {ip}/32"),
                 None => String::new(),
             };
             nat.push_str(&format!(
-                "-A CARTON-DNAT ! -i {br}{dest} -p {p} -m {p} --dport {hp} -j DNAT --to-destination {address}:{cp}\n",
+                "-A CARTON-DNAT{dest} -p {p} -m {p} --dport {hp} -j DNAT --to-destination {address}:{cp}\n",
                 p = m.protocol,
                 hp = m.host_port,
                 cp = m.container_port,
@@ -443,12 +454,24 @@ COMMIT
         );
         assert!(rules.contains("-A CARTON-POSTROUTING -s 10.88.0.0/16 ! -o carton0 -j MASQUERADE"));
         assert!(rules.contains(
-            "-A CARTON-DNAT ! -i carton0 -p tcp -m tcp --dport 8080 -j DNAT --to-destination 10.88.0.2:80"
+            "-A CARTON-DNAT -p tcp -m tcp --dport 8080 -j DNAT --to-destination 10.88.0.2:80"
         ));
         assert!(rules.contains(
-            "-A CARTON-DNAT ! -i carton1 -d 127.0.0.1/32 -p udp -m udp --dport 5353 -j DNAT --to-destination 10.89.0.2:53"
+            "-A CARTON-DNAT -d 127.0.0.1/32 -p udp -m udp --dport 5353 -j DNAT --to-destination 10.89.0.2:53"
         ));
         assert!(rules.contains("-A CARTON-ISOLATION -i carton0 -o carton1 -j DROP"));
+        assert!(rules.contains(
+            "-A CARTON-POSTROUTING -s 10.88.0.0/16 -o carton0 -m conntrack --ctstate DNAT -j MASQUERADE"
+        ));
+        let isolation = rules
+            .lines()
+            .filter(|l| l.starts_with("-A CARTON-ISOLATION"))
+            .collect::<Vec<_>>();
+        assert_eq!(
+            isolation.first(),
+            Some(&"-A CARTON-ISOLATION -m conntrack --ctstate DNAT -j RETURN"),
+            "published ports first: {isolation:?}"
+        );
         assert!(rules.contains("-A CARTON-ISOLATION -i carton1 -o carton0 -j DROP"));
         assert!(rules.ends_with("COMMIT\n"));
         let networks = [network(
