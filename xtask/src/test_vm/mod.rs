@@ -14,6 +14,7 @@ mod initramfs;
 mod kernel;
 mod qemu;
 mod results;
+mod self_test;
 mod summary;
 mod vagrant;
 
@@ -40,6 +41,7 @@ Examples:
   cargo xtask test-vm -- -E 'test(volumes)'                  every leg, some scenarios
   cargo xtask test-vm --kernel 6.1 --cgroup v1 --shell       a shell in the guest (debugging)
   cargo xtask test-vm --kernel 5.10 --kernel-append carton.debug=panic   see a panic caught
+  cargo xtask test-vm --self-test --kernel 6.1 --cgroup v2   a panic, a hang, a failing test caught
   cargo xtask test-vm --provider vagrant --cgroup v1         the distro tier (Vagrantfile)
 
 Results: target/vm/summary.md and summary.json; per leg target/vm/runs/<kernel>-<cgroup>/
@@ -101,6 +103,10 @@ pub struct TestVmArgs {
     /// With `--provider vagrant`: keep the machines instead of destroying them.
     #[arg(long)]
     keep: bool,
+    /// Prove the harness catches broken legs: a kernel panic, a hang and a failing scenario
+    /// must each fail (on the first --kernel, default 6.1, and the first --cgroup mode).
+    #[arg(long)]
+    self_test: bool,
     /// nextest filter arguments for the guests, e.g. `-E 'test(volumes)'` or a test name.
     #[arg(last = true, value_name = "FILTER")]
     filter: Vec<OsString>,
@@ -160,6 +166,18 @@ struct Run<'a> {
 pub fn run(sh: &Shell, args: TestVmArgs) -> Result<()> {
     if args.provider == Provider::Vagrant {
         return vagrant::run(args.cgroup, args.keep, &args.filter);
+    }
+    if args.self_test {
+        let kernel = match args.kernel.first().map(String::as_str) {
+            None | Some("all") => "6.1",
+            Some(k) => k,
+        };
+        let accel = match args.accel {
+            AccelArg::Auto => "auto",
+            AccelArg::Kvm => "kvm",
+            AccelArg::Tcg => "tcg",
+        };
+        return self_test::run(kernel, args.cgroup.modes()[0], accel);
     }
     let started = Instant::now();
     ensure!(
