@@ -835,6 +835,8 @@ fn operations_in_the_wrong_state_fail(#[values(Runtime::Carton, Runtime::Runc)] 
 )]
 #[case::idmapped_mount("idmapped mount", Some("uidMappings"))]
 #[case::seccomp_listener("seccomp listener", Some("linux.seccomp.listenerPath"))]
+// A field the runtime spec does not have (misspelt here): runc ignores it, carton names it.
+#[case::unknown_field("unknown field", Some("process.noNewPrivilege"))]
 fn bad_config_is_refused(
     #[values(Runtime::Carton, Runtime::Runc)] rt: Runtime,
     #[case] what: &str,
@@ -878,6 +880,7 @@ fn bad_config_is_refused(
             mount["gidMappings"] = ids;
             c["mounts"].as_array_mut().unwrap().push(mount);
         }
+        "unknown field" => c["process"]["noNewPrivilege"] = json!(true),
         "seccomp listener" => {
             c["linux"]["seccomp"] = json!({
                 "defaultAction": "SCMP_ACT_ALLOW",
@@ -909,6 +912,7 @@ fn bad_config_is_refused(
             | "memory useHierarchy false"
             | "idmapped mount"
             | "seccomp listener"
+            | "unknown field"
     );
     if rt == Runtime::Runc && runc_accepts {
         let _ = oci.cmd(["delete", "--force", "bad"]).try_output();
@@ -1507,7 +1511,11 @@ fn preserve_fds_passes_exactly_those_descriptors(
     #[values(Runtime::Carton, Runtime::Runc)] rt: Runtime,
 ) {
     let Some(oci) = OciHost::new(rt) else { return };
-    let script = "ls /proc/$$/fd | tr '\\n' ' '; echo; cat <&3; echo via-fd4 >&4";
+    // The shell's own descriptors must stay as they are while `ls` lists them: no pipeline
+    // (the shell would hold the pipe's ends) and the redirection inside a subshell (busybox sh
+    // keeps a copy of a redirected stdout at fd 10 while the command runs).
+    let script =
+        "(ls /proc/$$/fd > /tmp/fds); tr '\\n' ' ' < /tmp/fds; echo; cat <&3; echo via-fd4 >&4";
     let bundle = oci.bundle("pf", &["sh", "-c", script], |_| {});
     let (input, output, extra) = (oci.path("fd3"), oci.path("fd4"), oci.path("fd5"));
     std::fs::write(&input, "from-fd3\n").unwrap();
