@@ -32,12 +32,29 @@ pub fn load_config(bundle: &Path) -> Result<Spec, OciError> {
     let path = bundle.join("config.json");
     let bytes = fs::read(&path)
         .map_err(|e| OciError::InvalidConfig(format!("cannot read {}: {e}", path.display())))?;
-    let spec: Spec = serde_json::from_slice(&bytes).map_err(|e| {
+    let raw: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
         OciError::InvalidConfig(format!(
             "{} is not a valid runtime spec: {e}",
             path.display()
         ))
     })?;
+    let spec: Spec = serde_json::from_value(raw.clone()).map_err(|e| {
+        OciError::InvalidConfig(format!(
+            "{} is not a valid runtime spec: {e}",
+            path.display()
+        ))
+    })?;
+    // serde drops what the spec types do not know: a field newer than the runtime spec carton
+    // implements, or a misspelt one, would be ignored without a word.
+    let understood = serde_json::to_value(&spec).unwrap_or_default();
+    let unknown = unknown_fields(&raw, &understood, "");
+    if !unknown.is_empty() {
+        return Err(OciError::InvalidConfig(format!(
+            "config.json has fields carton does not know (misspelt, or newer than the runtime \
+             spec it implements): {}",
+            unknown.join(", ")
+        )));
+    }
     let major = spec.version().split('.').next().unwrap_or("");
     if major != "1" {
         return Err(OciError::InvalidConfig(format!(
@@ -64,6 +81,46 @@ pub fn load_config(bundle: &Path) -> Result<Spec, OciError> {
         return Err(OciError::InvalidConfig("config.json has no process".into()));
     }
     Ok(spec)
+}
+
+/// The paths (`process.ioPriority`, `mounts[2].foo`) of the non-empty values in `raw` that have
+/// no counterpart in `understood` (the same document after a round trip through the spec types).
+fn unknown_fields(
+    raw: &serde_json::Value,
+    understood: &serde_json::Value,
+    at: &str,
+) -> Vec<String> {
+    use serde_json::Value;
+    let empty = |v: &Value| match v {
+        Value::Null => true,
+        Value::Object(m) => m.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        _ => false,
+    };
+    match (raw, understood) {
+        (Value::Object(raw), Value::Object(known)) => raw
+            .iter()
+            .filter(|(_, v)| !empty(v))
+            .flat_map(|(key, value)| {
+                let path = if at.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{at}.{key}")
+                };
+                match known.get(key) {
+                    Some(k) => unknown_fields(value, k, &path),
+                    None => vec![path],
+                }
+            })
+            .collect(),
+        (Value::Array(raw), Value::Array(known)) => raw
+            .iter()
+            .zip(known)
+            .enumerate()
+            .flat_map(|(i, (r, k))| unknown_fields(r, k, &format!("{at}[{i}]")))
+            .collect(),
+        _ => Vec::new(),
+    }
 }
 
 /// The cgroup path carton uses: the spec's, with a systemd-style `slice:prefix:name` turned
@@ -347,5 +404,21 @@ mod tests {
         );
         fs::create_dir(dir.path().join("rootfs")).unwrap();
         assert!(load_config(dir.path()).is_ok());
+
+        let mut raw = serde_json::to_value(&spec).unwrap();
+        raw["process"]["ioPrioritty"] = serde_json::json!({"class": "IOPRIO_CLASS_IDLE"});
+        raw["mounts"][0]["extra"] = serde_json::json!(true);
+        raw["linux"]["futureFeature"] = serde_json::json!(null);
+        fs::write(
+            dir.path().join("config.json"),
+            serde_json::to_vec(&raw).unwrap(),
+        )
+        .unwrap();
+        let err = load_config(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("process.ioPrioritty") && err.contains("mounts[0].extra"),
+            "{err}"
+        );
+        assert!(!err.contains("futureFeature"), "a null says nothing: {err}");
     }
 }
