@@ -13,8 +13,12 @@
 //!   namespace (`open_tree(OPEN_TREE_CLONE)` + `mount_setattr(MOUNT_ATTR_RDONLY)`), executed
 //!   through its fd. Nothing is copied and no namespace changes; a reopen for writing fails
 //!   with EROFS, and a detached mount cannot be remounted from inside a container.
+//! - Before 5.12 (no mount_setattr): the same read-only bind mount made with the old mount
+//!   API inside a private mount namespace that the process enters and leaves again (setns back
+//!   to its own), keeping only the fd; the namespace and the mount vanish from every table.
 //! - Otherwise: a memfd holding a copy of the binary, sealed against writes, growth and shrink
-//!   (what runc did for years; the copy costs a few milliseconds).
+//!   (what runc did for years; the copy costs milliseconds for a release binary, far more for a
+//!   debug one).
 //!
 //! A binary that already lives on a read-only mount (or a sealed memfd) is left as it is. `carton
 //! run` does not need any of this (its init is alone in its pid namespace until it execs the
@@ -57,8 +61,14 @@ pub fn ensure() -> Result<(), SealedExeError> {
     let copy = match read_only_mount() {
         Ok(fd) => fd,
         Err(e) => {
-            log::debug!("no read-only bind mount of carton's binary ({e}); using a sealed memfd");
-            sealed_copy(&exe)?
+            log::debug!("no detached read-only mount of carton's binary ({e}); old mount API");
+            match read_only_mount_old_api()? {
+                Ok(fd) => fd,
+                Err(e) => {
+                    log::debug!("no read-only bind mount of carton's binary ({e}); sealed memfd");
+                    sealed_copy(&exe)?
+                }
+            }
         }
     };
     drop(exe);
@@ -126,6 +136,63 @@ fn read_only_mount() -> io::Result<OwnedFd> {
         return Err(io::Error::last_os_error());
     }
     Ok(fd)
+}
+
+/// A read-only bind mount of the running binary made with mount(2): in a private mount
+/// namespace of this (still single-threaded) process, which it leaves again before returning.
+/// The inner error means "not possible here, try the next way"; the outer one that the process
+/// could not return to its own mount namespace, after which it must not go on.
+fn read_only_mount_old_api() -> Result<io::Result<OwnedFd>, SealedExeError> {
+    use nix::mount::{MsFlags, mount};
+    use nix::sched::{CloneFlags, setns, unshare};
+    let own_namespace = match File::open("/proc/self/ns/mnt") {
+        Ok(file) => file,
+        Err(e) => return Ok(Err(e)),
+    };
+    let path = match std::fs::read_link("/proc/self/exe") {
+        // Replaced or deleted since it started ("… (deleted)"): nothing to bind by name.
+        Ok(path) if path.is_file() => path,
+        Ok(_) => return Ok(Err(io::ErrorKind::NotFound.into())),
+        Err(e) => return Ok(Err(e)),
+    };
+    if let Err(e) = unshare(CloneFlags::CLONE_NEWNS) {
+        return Ok(Err(e.into()));
+    }
+    let made = (|| -> nix::Result<OwnedFd> {
+        // Private first: the bind must not propagate to the mounts this copy came from.
+        mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+            None::<&str>,
+        )?;
+        mount(
+            Some(&path),
+            &path,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )?;
+        mount(
+            None::<&str>,
+            &path,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+            None::<&str>,
+        )?;
+        nix::fcntl::open(
+            &path,
+            nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+    })();
+    // Back to the namespace it came from, whatever happened: the fd keeps the mount alive.
+    setns(&own_namespace, CloneFlags::CLONE_NEWNS).map_err(|e| SealedExeError::Copy {
+        step: "return to its own mount namespace",
+        source: e.into(),
+    })?;
+    Ok(made.map_err(io::Error::from))
 }
 
 fn sealed_copy(exe: &File) -> Result<OwnedFd, SealedExeError> {
@@ -220,5 +287,53 @@ fn restore_name() {
     if let Ok(name) = CString::new(base) {
         // SAFETY: PR_SET_NAME reads a NUL-terminated string (the kernel keeps 15 bytes).
         unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The old-API way, in a forked child (unshare needs a single-threaded process, and a test
+    /// runs among threads): it must hand back an fd on a read-only mount of the test binary and
+    /// leave the child in the mount namespace it started in.
+    #[test]
+    fn the_old_mount_api_gives_a_read_only_binary_and_returns_home() {
+        if !nix::unistd::geteuid().is_root() {
+            println!("SKIP the_old_mount_api_gives_a_read_only_binary_and_returns_home: not root");
+            return;
+        }
+        let before = std::fs::read_link("/proc/self/ns/mnt").unwrap();
+        // SAFETY: the child only makes syscalls and exits with _exit.
+        match unsafe { nix::unistd::fork() }.unwrap() {
+            nix::unistd::ForkResult::Child => {
+                let code = match read_only_mount_old_api() {
+                    Ok(Ok(fd)) => {
+                        let file = File::from(fd);
+                        let read_only = nix::sys::statvfs::fstatvfs(&file).is_ok_and(|s| {
+                            s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY)
+                        });
+                        let home = std::fs::read_link("/proc/self/ns/mnt").ok() == Some(before);
+                        match (read_only, home) {
+                            (true, true) => 0,
+                            (false, _) => 2,
+                            (_, false) => 3,
+                        }
+                    }
+                    Ok(Err(_)) => 4,
+                    Err(_) => 5,
+                };
+                // SAFETY: leaving the forked child without running the test harness's code.
+                unsafe { libc::_exit(code) };
+            }
+            nix::unistd::ForkResult::Parent { child } => {
+                let status = nix::sys::wait::waitpid(child, None).unwrap();
+                assert_eq!(
+                    status,
+                    nix::sys::wait::WaitStatus::Exited(child, 0),
+                    "2: not read-only, 3: not back home, 4: not possible, 5: stuck outside"
+                );
+            }
+        }
     }
 }
