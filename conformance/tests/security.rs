@@ -1126,12 +1126,12 @@ fn pick_block_device() -> Option<BlockDevice> {
     dev
 }
 
-/// `mknod` of a disk device works (CAP_MKNOD is a default capability) but opening it must be
-/// refused by the device allow-list (devices cgroup on v1, an eBPF program on v2). The weakened
-/// run (--privileged) opens it and reads one byte. This follows docker (mknod allowed, the
-/// open refused), which is the decision recorded in ARCHITECTURE.md's security section.
+/// A disk device is out of reach of a default container, by the device allow-list (devices
+/// cgroup on v1, an eBPF program on v2): `mknod` of it is refused (CAP_MKNOD alone is not
+/// enough), and a node made on the host and handed in through a volume cannot be opened. The
+/// weakened run (--privileged) makes the node, opens it and reads one byte.
 #[test]
-fn disk_device_node_cannot_be_opened_by_default() {
+fn disk_device_node_cannot_be_made_or_opened_by_default() {
     let Some(dev) = pick_block_device() else {
         return;
     };
@@ -1143,22 +1143,40 @@ fn disk_device_node_cannot_be_opened_by_default() {
     );
     let privileged = run_sh_ok(&ct, &["--privileged"], &script);
     assert!(
-        privileged.contains("open-ok"),
-        "--privileged cannot open the device: the weakened run proves nothing\n{privileged}"
+        privileged.contains("mknod-ok") && privileged.contains("open-ok"),
+        "--privileged cannot make and open the device: the weakened run proves nothing\n{privileged}"
     );
     let out = run_sh(&ct, &[], &script);
     let all = all_output(&out);
     assert!(
-        all.contains("mknod-ok"),
-        "mknod itself must work (CAP_MKNOD):\n{all}"
-    );
-    assert!(
-        !all.contains("open-ok") && all.contains("Operation not permitted"),
-        "a default container opened the host's block device {}:{} (/dev/{}) — no device \
-         allow-list:\n{all}",
+        !all.contains("mknod-ok") && all.contains("Operation not permitted"),
+        "a default container made a node of the host's block device {}:{} (/dev/{}):\n{all}",
         dev.major,
         dev.minor,
         dev.name
+    );
+
+    // A node the container did not have to make (from the host, through a volume).
+    let dir = ct.path("devices");
+    std::fs::create_dir(&dir).unwrap();
+    let node = dir.join("disk");
+    nix::sys::stat::mknod(
+        &node,
+        nix::sys::stat::SFlag::S_IFBLK,
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+        nix::sys::stat::makedev(dev.major, dev.minor),
+    )
+    .unwrap();
+    let volume = format!("{}:/devices", dir.display());
+    let out = run_sh(
+        &ct,
+        &["-v", &volume],
+        "if true 3</devices/disk; then echo open-ok; fi; true",
+    );
+    let all = all_output(&out);
+    assert!(
+        !all.contains("open-ok") && all.contains("Operation not permitted"),
+        "a default container opened the host's block device through a volume:\n{all}"
     );
     ct.finish();
 }

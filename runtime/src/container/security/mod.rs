@@ -332,12 +332,20 @@ impl Security {
             }];
         }
         let mut rules = default_rules();
-        rules.extend(self.devices.iter().map(|d| DeviceRule {
-            allow: true,
-            kind: Some(d.kind),
-            major: Some(d.major as u32),
-            minor: Some(d.minor as u32),
-            access: d.access.clone(),
+        rules.extend(self.devices.iter().map(|d| {
+            // The node is made inside the container (mknod), whatever the access asked for
+            // using it: docker's list lets every node be made; carton's lets these be.
+            let mut access = d.access.clone();
+            if !access.contains('m') {
+                access.push('m');
+            }
+            DeviceRule {
+                allow: true,
+                kind: Some(d.kind),
+                major: Some(d.major as u32),
+                minor: Some(d.minor as u32),
+                access,
+            }
         }));
         rules
     }
