@@ -304,6 +304,9 @@ pub fn kill_and_remove(dirs: &[PathBuf]) {
                     nix::sys::signal::Signal::SIGKILL,
                 );
             }
+            // A frozen process (a failed freeze scenario) dies only once thawed (v1).
+            let _ = std::fs::write(d.join("freezer.state"), "THAWED");
+            let _ = std::fs::write(d.join("cgroup.freeze"), "0");
         }
         // Deepest first; killed processes take a moment to leave the cgroup.
         tree.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
