@@ -80,13 +80,33 @@ impl DeviceRule {
 /// v1: deny everything, then allow the list (the order the kernel needs: an allow-list over a
 /// cgroup that starts with "a *:* rwm" from its parent).
 pub fn apply_v1(dir: &Path, rules: &[DeviceRule]) -> Result<(), CgroupError> {
+    use std::io::Write;
+    // One rule per write(2), as the controller parses them, but each file opened once: a
+    // container's list is a dozen rules or more, on the start path of every `run`.
+    let (mut allow, mut deny): (Option<std::fs::File>, Option<std::fs::File>) = (None, None);
     for rule in rules {
-        let file = if rule.allow {
-            "devices.allow"
+        let (name, slot) = if rule.allow {
+            ("devices.allow", &mut allow)
         } else {
-            "devices.deny"
+            ("devices.deny", &mut deny)
         };
-        super::files::write(dir, file, &rule.v1_line())?;
+        let path = dir.join(name);
+        let line = rule.v1_line();
+        let write_error = |source| CgroupError::Write {
+            path: path.clone(),
+            value: line.clone(),
+            source,
+        };
+        let file = match slot {
+            Some(file) => file,
+            None => slot.insert(
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(write_error)?,
+            ),
+        };
+        file.write_all(line.as_bytes()).map_err(write_error)?;
     }
     Ok(())
 }
