@@ -608,6 +608,60 @@ fn update_changes_live_cpu_limits() {
     ct.finish();
 }
 
+/// `update` racing `start`: whichever wins, the container that runs afterwards is under the
+/// limit `update` reported. (A start that read the old configuration, and an update that saw
+/// the container not yet running, used to leave the running container with the old limit.)
+/// Each round starts the stopped container and updates its pids limit at the same moment.
+#[test]
+fn update_racing_start_leaves_the_running_container_under_the_new_limit() {
+    let Some(ct) = fixture(&["pids"]) else {
+        return;
+    };
+    let id = ct.run_detached([
+        "--name",
+        "racer",
+        "--network",
+        "none",
+        "busybox",
+        "sleep",
+        "1000",
+    ]);
+    ct.cmd()
+        .args(["stop", "-t", "0", "racer"])
+        .assert()
+        .success();
+    for round in 0..15u64 {
+        let limit = 100 + round;
+        let limit_arg = limit.to_string();
+        let start = ct.cmd().args(["start", "racer"]).spawn();
+        let update = ct
+            .cmd()
+            .args(["update", "--pids-limit", &limit_arg, "racer"])
+            .spawn();
+        let (started, updated) = (start.wait_result(), update.wait_result());
+        let (started, updated) = (started.unwrap(), updated.unwrap());
+        assert!(started.status.success(), "start: {started:?}");
+        assert!(updated.status.success(), "update: {updated:?}");
+        wait_running(&ct, "racer");
+        assert_eq!(
+            inspect(&ct, "racer")["HostConfig"]["PidsLimit"],
+            limit,
+            "round {round}: configuration"
+        );
+        let live = cgroup::read_limit(&cgroup::host_path(&id, cgroup::PIDS_MAX).unwrap());
+        assert_eq!(
+            live,
+            Some(limit),
+            "round {round}: the running container's pids limit"
+        );
+        ct.cmd()
+            .args(["stop", "-t", "0", "racer"])
+            .assert()
+            .success();
+    }
+    ct.finish();
+}
+
 /// `update` of a stopped container, as docker allows ("on a running or a stopped
 /// container"): the new limits go into its configuration — `inspect` shows them, the container
 /// stays exited and gets no cgroup — and its next `start` runs under them. The container writes

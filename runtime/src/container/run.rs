@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::create::Created;
 use super::logs::{self, JsonLogWriter};
 use super::{ContainerError, NetworkMode, etc_files};
-use crate::cgroups::CgroupManager;
+use crate::cgroups::{CgroupManager, Resources};
 use crate::engine::{
     self, Attach, EngineError, ExitStatus, StartEvents, StartOptions, Started, Stdio, ToCartonStdio,
 };
@@ -267,6 +267,8 @@ fn launch(states: &StateStore, created: &Created, stdio: Stdio) -> Result<Starte
         id: &id,
         attachment: attachment.as_ref(),
         owner: std::process::id() as i32,
+        bundle: &created.bundle,
+        launched_limits: super::update::current_resources(&created.spec)?,
     };
     match engine::start(
         &created.spec,
@@ -308,6 +310,28 @@ struct Launch<'a> {
     attachment: Option<&'a network::Attachment>,
     /// This process, which waits for the container.
     owner: i32,
+    /// The container directory, whose config.json `update` rewrites.
+    bundle: &'a std::path::Path,
+    /// The limits the cgroup was made with (config.json as this start read it).
+    launched_limits: Resources,
+}
+
+impl Launch<'_> {
+    /// An `update` that came between this start's read of config.json and the record saying
+    /// "running" changed config.json only (the container did not run yet, as it saw): the
+    /// cgroup gets those limits now. Called under the global lock, which `update` holds from
+    /// its look at the record to its write of config.json, so one of the two always applies
+    /// the new limits.
+    fn catch_up_with_update(&self) -> Result<(), ContainerError> {
+        let spec = super::update::read_spec(&self.bundle.join("config.json"))?;
+        let wanted = super::update::current_resources(&spec)?;
+        if wanted != self.launched_limits {
+            log::debug!("container {}: limits updated during its start", self.id);
+            let layout = crate::cgroups::Layout::detect();
+            crate::cgroups::open(&layout, &super::cgroup_path(self.id))?.apply(&wanted)?;
+        }
+        Ok(())
+    }
 }
 
 impl StartEvents for Launch<'_> {
@@ -317,8 +341,9 @@ impl StartEvents for Launch<'_> {
             network::configure_inside(attachment, pid).map_err(|e| e.to_string())?;
         }
         let (owner, attachment) = (self.owner, self.attachment.cloned());
+        let _lock = self.states.global_lock().map_err(|e| e.to_string())?;
         // The record may be gone if `rm -f` raced us; the container still runs to its end.
-        let _ = self.states.update(self.id, |r| {
+        let _ = self.states.update_locked(self.id, |r| {
             r.status = Status::Running;
             r.pid = Some(pid);
             r.pid_start_time = process_start_time(pid);
@@ -330,7 +355,7 @@ impl StartEvents for Launch<'_> {
             r.oom_killed = false;
             r.attachment = attachment;
         });
-        Ok(())
+        self.catch_up_with_update().map_err(|e| e.to_string())
     }
 
     fn console(&mut self, master: &std::os::fd::OwnedFd) -> Result<(), String> {

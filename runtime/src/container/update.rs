@@ -16,8 +16,11 @@ pub fn update(
     reference: &str,
     flags: &LimitFlags,
 ) -> Result<String, ContainerError> {
-    let record = states.resolve(reference)?;
+    // Looked up under the lock that a start holds while it marks the container running and
+    // compares config.json with what it started from: either the record says running here
+    // (and this writes the cgroup), or that start finds this config.json.
     let _lock = states.global_lock()?;
+    let record = states.resolve(reference)?;
     let path = states.container_dir(&record.id).join("config.json");
     let mut spec = read_spec(&path)?;
     let current = current_resources(&spec)?;

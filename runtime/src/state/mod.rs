@@ -156,6 +156,15 @@ impl StateStore {
         change: impl FnOnce(&mut ContainerRecord),
     ) -> Result<ContainerRecord, StateError> {
         let _lock = self.global_lock()?;
+        self.update_locked(id, change)
+    }
+
+    /// [`StateStore::update`] for a caller that already holds the global lock.
+    pub fn update_locked(
+        &self,
+        id: &str,
+        change: impl FnOnce(&mut ContainerRecord),
+    ) -> Result<ContainerRecord, StateError> {
         let mut record = self.load(id)?;
         change(&mut record);
         self.save(&record)?;
