@@ -77,10 +77,31 @@ fn runtime_case(
     bundle: &str,
     spec: &serde_json::Value,
 ) -> Plan {
-    let id = format!("bench-{tool}");
+    bundle_case(b, tool, tool, label, Role::Peer, inv, bundle, spec, true)
+}
+
+/// [`runtime_case`] with the case's key, role and whether the bundle has a cgroup.
+#[allow(clippy::too_many_arguments)]
+fn bundle_case(
+    b: &Bench,
+    tool: &'static str,
+    key: &str,
+    label: &'static str,
+    role: Role,
+    inv: Result<Invocation, String>,
+    bundle: &str,
+    spec: &serde_json::Value,
+    with_cgroup: bool,
+) -> Plan {
+    let id = format!("bench-{key}");
+    let cgroup = if with_cgroup {
+        format!("/carton/{id}")
+    } else {
+        String::new()
+    };
     let inv = inv.and_then(|inv| {
         let dir = b.work.join("bundles").join(bundle);
-        b.write_bundle(&dir, spec, &["true"], &format!("/carton/{id}"))
+        b.write_bundle(&dir, spec, &["true"], &cgroup)
             .map_err(|e| format!("writing the bundle: {e:#}"))?;
         Ok((inv.clone().args(["run", "--bundle"]).arg(dir).arg(&id), inv))
     });
@@ -88,15 +109,15 @@ fn runtime_case(
         Ok((run_inv, base)) => run(
             tool,
             label,
-            Role::Peer,
-            tool,
+            role,
+            key,
             run_inv,
             Some(base.args(["delete", "-f"]).arg(&id)),
         ),
         Err(reason) => Plan::Missing {
             tool,
             label,
-            role: Role::Peer,
+            role,
             reason,
         },
     }
@@ -326,6 +347,53 @@ pub fn memory(b: &Bench) -> Row {
         ),
     ];
     measure_row(b, &mut row, plans);
+    row
+}
+
+/// Row 3b: what a container's cgroup adds to a run — carton-runtime running one bundle with
+/// and without `linux.cgroupsPath`, interleaved. The difference of the medians covers making
+/// the cgroup in every hierarchy, its device rules, moving the init into it, the read-only
+/// view under /sys/fs/cgroup, and removing it all.
+pub fn cgroup(b: &Bench) -> Row {
+    let mut row = Row::new(
+        "cgroup",
+        "3b",
+        "start-to-exit of `true`, with and without a cgroup",
+        "ms",
+        Better::Lower,
+    );
+    let plans = vec![
+        bundle_case(
+            b,
+            "carton-runtime",
+            "carton-runtime-cgroup",
+            "carton-runtime run (bundle with linux.cgroupsPath)",
+            Role::Carton,
+            Ok(b.carton_runtime()),
+            "carton-runtime-cgroup",
+            &b.spec_plain,
+            true,
+        ),
+        bundle_case(
+            b,
+            "carton-runtime",
+            "carton-runtime-no-cgroup",
+            "carton-runtime run (same bundle without a cgroup: no cgroupsPath, resources or \
+             cgroup mount)",
+            Role::Reference,
+            Ok(b.carton_runtime()),
+            "carton-runtime-no-cgroup",
+            &b.spec_plain,
+            false,
+        ),
+    ];
+    measure_row(b, &mut row, plans);
+    row.notes.push(
+        "Both lines run carton's OCI runtime on the same rootfs and spec; the reference's spec \
+         has no linux.cgroupsPath, no linux.resources (device rules included) and no cgroup \
+         mount. The difference of the medians is what the cgroup costs a run."
+            .into(),
+    );
     row
 }
 
