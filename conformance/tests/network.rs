@@ -30,7 +30,8 @@ use conformance::containers::{Handshake, IDLE_UNTIL_TERM, SYNC_SH};
 use conformance::netns::TestNetns;
 use conformance::remote::{self, RemoteHost};
 use conformance::{
-    Carton, CartonCmd, DEADLINE, EXIT_CARTON_ERROR, is_hex, lines, skip, unique, wait_within,
+    Carton, CartonCmd, DEADLINE, EXIT_CARTON_ERROR, is_hex, lines, not_applicable, skip, unique,
+    wait_within,
 };
 use rstest::rstest;
 use serde_json::Value;
@@ -735,6 +736,65 @@ fn containers_on_one_network_ping_each_other_and_talk_tcp() {
             text(&out)
         );
     }
+    finish(ct);
+}
+
+/// Connections between containers of one network are not tracked by the host's conntrack
+/// (with br_netfilter every bridged frame would pay for a lookup, and fill the table, for
+/// traffic that is never translated), while a connection to a published port through the
+/// gateway — DNAT and the hairpin masquerade — is tracked, and works.
+#[test]
+fn traffic_inside_a_network_is_not_tracked_but_published_ports_are() {
+    let Some(ct) = fixture() else { return };
+    let (ok, probe) = ct.netns().command("cat", &["/proc/net/nf_conntrack"]);
+    if !ok {
+        return not_applicable(&format!(
+            "no /proc/net/nf_conntrack to read the host's connections from: {probe}"
+        ));
+    }
+    let token = unique("tracked");
+    web(&ct, &["--name", "server", "-p", "8080:80"], &token);
+    web(&ct, &["--name", "client"], &unique("client"));
+    let (server, client) = (address_of(&ct, "server"), address_of(&ct, "client"));
+    let gateway = network(&ct, "bridge").gateway;
+    for url in [
+        format!("http://{server}/"),
+        format!("http://{gateway}:8080/"),
+    ] {
+        let out = exec_ok(
+            &ct,
+            "client",
+            &["timeout", "20", "wget", "-q", "-O", "-", &url],
+        );
+        assert!(out.contains(&token), "wget {url}: {out}");
+    }
+    let (ok, table) = ct.netns().command("cat", &["/proc/net/nf_conntrack"]);
+    assert!(ok, "{table}");
+    // Original direction first on each line: `src=A dst=B sport=… dport=…`.
+    let original = |line: &str| -> (String, String, String) {
+        let field = |key: &str| {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(key))
+                .unwrap_or_default()
+                .to_string()
+        };
+        (field("src="), field("dst="), field("dport="))
+    };
+    let entries: Vec<(String, String, String)> = table.lines().map(original).collect();
+    let (client, server, gateway) = (client.to_string(), server.to_string(), gateway.to_string());
+    assert!(
+        !entries
+            .iter()
+            .any(|(src, dst, _)| (src == &client && dst == &server)
+                || (src == &server && dst == &client)),
+        "a connection inside the network was tracked:\n{table}"
+    );
+    assert!(
+        entries
+            .iter()
+            .any(|(src, dst, dport)| src == &client && dst == &gateway && dport == "8080"),
+        "the connection to the published port through the gateway was not tracked:\n{table}"
+    );
     finish(ct);
 }
 

@@ -26,6 +26,7 @@ use super::ports::{PortMapping, Protocol};
 pub struct NetworkRules {
     pub bridge: String,
     pub subnet: Ipv4Net,
+    pub gateway: Ipv4Addr,
     pub published: Vec<(Ipv4Addr, PortMapping)>,
 }
 
@@ -35,6 +36,7 @@ const NAT_CHAINS: &[(&str, &str)] = &[
     ("POSTROUTING", "CARTON-POSTROUTING"),
 ];
 const FILTER_CHAINS: &[(&str, &str)] = &[("FORWARD", "CARTON-FORWARD")];
+const RAW_CHAINS: &[(&str, &str)] = &[("PREROUTING", "CARTON-PREROUTING")];
 
 /// Every chain [`ruleset`] declares, by table: what [`teardown`] removes.
 const OWN_CHAINS: &[(&str, &[&str])] = &[
@@ -48,6 +50,7 @@ const OWN_CHAINS: &[(&str, &[&str])] = &[
         ],
     ),
     ("filter", &["CARTON-FORWARD", "CARTON-ISOLATION"]),
+    ("raw", &["CARTON-PREROUTING"]),
 ];
 
 /// The complete content of carton's chains for these networks, in iptables-restore format,
@@ -58,19 +61,49 @@ pub fn ruleset(networks: &[NetworkRules], existing: &str) -> String {
         nat.push_str(&format!(":{chain} - [0:0]\n"));
     }
     nat.push_str(":CARTON-DNAT - [0:0]\n");
+    // Jumps are looked for in their own table: raw and nat both have a CARTON-PREROUTING.
+    let nat_existing = table_section(existing, "nat");
     for (builtin, chain) in NAT_CHAINS {
         let jump = format!("-A {builtin} -j {chain}");
-        if !existing.lines().any(|l| l.trim() == jump) {
+        if !nat_existing.iter().any(|l| *l == jump) {
             nat.push_str(&format!("-I {builtin} 1 -j {chain}\n"));
         }
     }
     nat.push_str("-A CARTON-PREROUTING -m addrtype --dst-type LOCAL -j CARTON-DNAT\n");
     nat.push_str("-A CARTON-OUTPUT -m addrtype --dst-type LOCAL -j CARTON-DNAT\n");
 
+    // Connections between containers of one network are not tracked: with br_netfilter every
+    // bridged frame would otherwise pay a conntrack lookup (and fill the host's conntrack
+    // table) for traffic that is never translated. Traffic to the gateway stays tracked: it is
+    // how a container reaches a published port through the host (DNAT, then the hairpin
+    // masquerade, whose replies come back to the gateway).
+    let mut raw = String::from("*raw\n");
+    for (_, chain) in RAW_CHAINS {
+        raw.push_str(&format!(":{chain} - [0:0]\n"));
+    }
+    let raw_existing = table_section(existing, "raw");
+    for (builtin, chain) in RAW_CHAINS {
+        let jump = format!("-A {builtin} -j {chain}");
+        if !raw_existing.iter().any(|l| *l == jump) {
+            raw.push_str(&format!("-I {builtin} 1 -j {chain}\n"));
+        }
+    }
+    for n in networks {
+        raw.push_str(&format!(
+            "-A CARTON-PREROUTING -i {br} -d {gw}/32 -j RETURN\n\
+             -A CARTON-PREROUTING -i {br} -s {subnet} -d {subnet} -j CT --notrack\n",
+            br = n.bridge,
+            gw = n.gateway,
+            subnet = n.subnet,
+        ));
+    }
+    raw.push_str("COMMIT\n");
+
     let mut filter = String::from("*filter\n:CARTON-FORWARD - [0:0]\n:CARTON-ISOLATION - [0:0]\n");
+    let filter_existing = table_section(existing, "filter");
     for (builtin, chain) in FILTER_CHAINS {
         let jump = format!("-A {builtin} -j {chain}");
-        if !existing.lines().any(|l| l.trim() == jump) {
+        if !filter_existing.iter().any(|l| *l == jump) {
             filter.push_str(&format!("-I {builtin} 1 -j {chain}\n"));
         }
     }
@@ -137,7 +170,7 @@ pub fn ruleset(networks: &[NetworkRules], existing: &str) -> String {
     }
     nat.push_str("COMMIT\n");
     filter.push_str("COMMIT\n");
-    nat + &filter
+    nat + &filter + &raw
 }
 
 /// The iptables-restore batch that removes carton's chains and every rule outside them that
@@ -306,9 +339,11 @@ mod tests {
         subnet: &str,
         published: Vec<(Ipv4Addr, PortMapping)>,
     ) -> NetworkRules {
+        let subnet: Ipv4Net = subnet.parse().unwrap();
         NetworkRules {
             bridge: bridge.into(),
-            subnet: subnet.parse().unwrap(),
+            gateway: subnet.hosts().next().unwrap(),
+            subnet,
             published,
         }
     }
@@ -316,13 +351,51 @@ mod tests {
     #[test]
     fn jumps_are_added_once() {
         let fresh = ruleset(&[], "");
-        assert!(fresh.contains("-I PREROUTING 1 -j CARTON-PREROUTING"));
+        assert_eq!(
+            fresh
+                .matches("-I PREROUTING 1 -j CARTON-PREROUTING")
+                .count(),
+            2,
+            "nat and raw: {fresh}"
+        );
         assert!(fresh.contains("-I FORWARD 1 -j CARTON-FORWARD"));
-        let existing = "-A PREROUTING -j CARTON-PREROUTING\n-A OUTPUT -j CARTON-OUTPUT\n\
-                        -A POSTROUTING -j CARTON-POSTROUTING\n-A FORWARD -j CARTON-FORWARD\n";
+        let existing = "*nat\n-A PREROUTING -j CARTON-PREROUTING\n-A OUTPUT -j CARTON-OUTPUT\n\
+                        -A POSTROUTING -j CARTON-POSTROUTING\nCOMMIT\n\
+                        *filter\n-A FORWARD -j CARTON-FORWARD\nCOMMIT\n\
+                        *raw\n-A PREROUTING -j CARTON-PREROUTING\nCOMMIT\n";
         let again = ruleset(&[], existing);
         assert!(!again.contains("-I "), "{again}");
         assert!(again.contains(":CARTON-DNAT - [0:0]"));
+        // A jump in one table does not stand for the same jump in another.
+        let only_raw = ruleset(&[], "*raw\n-A PREROUTING -j CARTON-PREROUTING\nCOMMIT\n");
+        let nat = table_section(&only_raw, "nat");
+        assert!(
+            nat.contains(&"-I PREROUTING 1 -j CARTON-PREROUTING"),
+            "{only_raw}"
+        );
+        assert!(
+            !table_section(&only_raw, "raw")
+                .iter()
+                .any(|l| l.starts_with("-I "))
+        );
+    }
+
+    #[test]
+    fn traffic_inside_a_network_is_not_tracked_but_traffic_to_its_gateway_is() {
+        let rules = ruleset(&[network("carton0", "10.88.0.0/16", vec![])], "");
+        let raw = table_section(&rules, "raw");
+        let chain: Vec<&str> = raw
+            .iter()
+            .copied()
+            .filter(|l| l.starts_with("-A CARTON-PREROUTING"))
+            .collect();
+        assert_eq!(
+            chain,
+            [
+                "-A CARTON-PREROUTING -i carton0 -d 10.88.0.1/32 -j RETURN",
+                "-A CARTON-PREROUTING -i carton0 -s 10.88.0.0/16 -d 10.88.0.0/16 -j CT --notrack",
+            ]
+        );
     }
 
     /// iptables-save output with carton's chains as `ruleset` leaves them for no network,

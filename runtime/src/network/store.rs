@@ -74,6 +74,7 @@ impl NetworkRecord {
         NetworkRules {
             bridge: self.bridge.clone(),
             subnet: self.subnet,
+            gateway: self.gateway,
             published: self
                 .endpoints
                 .values()
