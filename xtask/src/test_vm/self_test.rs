@@ -29,7 +29,7 @@ const CASES: &[Case] = &[
     Case {
         what: "a guest whose kernel panics",
         flags: &["--kernel-append", "carton.debug=panic"],
-        filter: &["-E", "test(=file_volume)"],
+        filter: &["-E", "test(=volumes::file_volume)"],
         expect: "kernel panic",
     },
     Case {
@@ -40,7 +40,7 @@ const CASES: &[Case] = &[
             "--stall-timeout",
             "30",
         ],
-        filter: &["-E", "test(=file_volume)"],
+        filter: &["-E", "test(=volumes::file_volume)"],
         expect: "the guest hangs",
     },
     Case {
@@ -51,7 +51,7 @@ const CASES: &[Case] = &[
             "--guest-env",
             "CARTON_BUSYBOX=/nonexistent",
         ],
-        filter: &["-E", "test(=file_volume)"],
+        filter: &["-E", "test(=volumes::file_volume)"],
         expect: "test-vm: 0 passed, 1 failed, 0 skipped",
     },
 ];
