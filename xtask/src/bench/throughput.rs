@@ -1,10 +1,12 @@
 //! Row 5: container-to-container TCP throughput with iperf3 — two carton containers on
-//! carton's default bridge vs two bare network namespaces joined by one hand-made veth pair.
+//! carton's default bridge vs two bare network namespaces joined by one hand-made veth pair,
+//! and, as a reference, two bare namespaces joined by a plain Linux bridge (what any bridge
+//! costs on this kernel, apart from what carton adds).
 //!
 //! The busybox image has no iperf3, so the benchmark builds a second image: the busybox rootfs
 //! plus the host's /usr/bin/iperf3 and the shared libraries `ldd` lists for it (the very same
-//! binary runs on both sides). Everything lives inside the bench network namespace; the veth
-//! side uses two more namespaces held by `unshare --net sleep` processes.
+//! binary runs on every side). Everything lives inside the bench network namespace; the bare
+//! sides use namespaces held by `unshare --net sleep` processes.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -30,41 +32,49 @@ pub fn row(b: &Bench, iperf3: Result<PathBuf, String>, reps: usize, seconds: u32
         "Gbit/s",
         Better::Higher,
     );
-    let carton_label = "carton: two containers on the bridge carton0";
-    let veth_label = "veth pair between two network namespaces (no bridge)";
+    // (tool key, label, role): the carton line, the target's peer, and a reference that tells
+    // the bridge's own cost from carton's.
+    let lines: [(&str, &str, Role); 3] = [
+        (
+            "carton",
+            "carton: two containers on the bridge carton0",
+            Role::Carton,
+        ),
+        (
+            "veth",
+            "veth pair between two network namespaces (no bridge)",
+            Role::Peer,
+        ),
+        (
+            "bridge",
+            "plain Linux bridge between two network namespaces (no carton, no firewall rules)",
+            Role::Reference,
+        ),
+    ];
     let iperf3 = match iperf3 {
         Ok(p) => p,
         Err(e) => {
-            row.lines.push(Line::missing(
-                "carton",
-                carton_label,
-                Role::Carton,
-                format!("iperf3: {e}"),
-            ));
-            row.lines.push(Line::missing(
-                "veth",
-                veth_label,
-                Role::Peer,
-                format!("iperf3: {e}"),
-            ));
+            for (tool, label, role) in lines {
+                row.lines
+                    .push(Line::missing(tool, label, role, format!("iperf3: {e}")));
+            }
             return row;
         }
     };
 
-    let carton = match CartonSide::start(b, &iperf3) {
-        Ok(side) => Ok(side),
-        Err(e) => Err(format!("{e:#}")),
-    };
-    let veth = match VethSide::start(&iperf3) {
-        Ok(side) => Ok(side),
-        Err(e) => Err(format!("{e:#}")),
-    };
-    let mut samples: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
-    let mut errors: [Option<String>; 2] =
-        [carton.as_ref().err().cloned(), veth.as_ref().err().cloned()];
+    let carton = CartonSide::start(b, &iperf3).map_err(|e| format!("{e:#}"));
+    let veth = BareSide::start(&iperf3, Topology::Pair).map_err(|e| format!("{e:#}"));
+    let bridge = BareSide::start(&iperf3, Topology::Bridge).map_err(|e| format!("{e:#}"));
+    let mut samples: [Vec<f64>; 3] = [Vec::new(), Vec::new(), Vec::new()];
+    let mut errors: [Option<String>; 3] = [
+        carton.as_ref().err().cloned(),
+        veth.as_ref().err().cloned(),
+        bridge.as_ref().err().cloned(),
+    ];
     for rep in 0..reps {
-        for k in 0..2 {
-            let i = (rep + k) % 2;
+        for k in 0..3 {
+            // Rotated each round, so that no side always runs first or last.
+            let i = (rep + k) % 3;
             if errors[i].is_some() {
                 continue;
             }
@@ -73,59 +83,61 @@ pub fn row(b: &Bench, iperf3: Result<PathBuf, String>, reps: usize, seconds: u32
                     .as_ref()
                     .map_err(Clone::clone)
                     .and_then(|s| s.measure(b, seconds)),
-                _ => veth
+                1 => veth
+                    .as_ref()
+                    .map_err(Clone::clone)
+                    .and_then(|s| s.measure(&iperf3, seconds)),
+                _ => bridge
                     .as_ref()
                     .map_err(Clone::clone)
                     .and_then(|s| s.measure(&iperf3, seconds)),
             };
             match result {
                 Ok(gbps) => {
-                    println!("  {}: {gbps:.2} Gbit/s", ["carton", "veth"][i]);
+                    println!("  {}: {gbps:.2} Gbit/s", lines[i].0);
                     samples[i].push(gbps);
                 }
                 Err(e) => {
-                    println!("  {} failed: {e}", ["carton", "veth"][i]);
+                    println!("  {} failed: {e}", lines[i].0);
                     errors[i] = Some(e);
                 }
             }
         }
     }
-    let command_carton = carton
-        .as_ref()
-        .map(|s| s.client(b, seconds).display())
-        .unwrap_or_default();
-    let command_veth = veth
-        .as_ref()
-        .map(|s| s.client(&iperf3, seconds).display())
-        .unwrap_or_default();
+    let commands = [
+        carton
+            .as_ref()
+            .map(|s| s.client(b, seconds).display())
+            .unwrap_or_default(),
+        veth.as_ref()
+            .map(|s| s.client(&iperf3, seconds).display())
+            .unwrap_or_default(),
+        bridge
+            .as_ref()
+            .map(|s| s.client(&iperf3, seconds).display())
+            .unwrap_or_default(),
+    ];
     if let Ok(side) = carton {
         side.stop(b);
     }
-    if let Ok(side) = veth {
+    for side in [veth, bridge].into_iter().flatten() {
         side.stop();
     }
-    let result = |i: usize| match &errors[i] {
-        Some(e) => Err(e.clone()),
-        None => Stats::of(samples[i].clone()).ok_or_else(|| "no runs".to_string()),
-    };
-    row.lines.push(Line::from_result(
-        "carton",
-        carton_label,
-        Role::Carton,
-        command_carton,
-        result(0),
-    ));
-    row.lines.push(Line::from_result(
-        "veth",
-        veth_label,
-        Role::Peer,
-        command_veth,
-        result(1),
-    ));
+    for (i, ((tool, label, role), command)) in lines.into_iter().zip(commands).enumerate() {
+        let result = match &errors[i] {
+            Some(e) => Err(e.clone()),
+            None => Stats::of(samples[i].clone()).ok_or_else(|| "no runs".to_string()),
+        };
+        row.lines
+            .push(Line::from_result(tool, label, role, command, result));
+    }
     row.compute_ratios();
     row.notes.push(format!(
-        "{reps} run(s) each, alternating; one TCP stream; iperf3 is the host's binary, run in the \
-         containers from a second image (busybox + iperf3 + the libraries ldd lists)."
+        "{reps} run(s) each, rotating; one TCP stream; iperf3 is the host's binary, run in the \
+         containers from a second image (busybox + iperf3 + the libraries ldd lists). The plain \
+         bridge shows what any bridge costs against a bare veth pair on this kernel (with \
+         br_netfilter every bridged frame walks the iptables hooks, rules or not), apart from \
+         what carton adds."
     ));
     row
 }
@@ -250,18 +262,32 @@ fn build_iperf_rootfs(b: &Bench, iperf3: &Path) -> Result<PathBuf> {
     Ok(tar)
 }
 
-struct VethSide {
+/// How the two bare namespaces of a reference line are joined.
+#[derive(Clone, Copy, PartialEq)]
+enum Topology {
+    /// One veth pair, end to end.
+    Pair,
+    /// A veth from each to a bridge in a third namespace, as carton joins containers.
+    Bridge,
+}
+
+struct BareSide {
     holders: Vec<Child>,
     server: Option<Child>,
 }
 
-impl VethSide {
-    fn start(iperf3: &Path) -> Result<VethSide> {
-        let mut side = VethSide {
+impl BareSide {
+    fn start(iperf3: &Path, topology: Topology) -> Result<BareSide> {
+        let mut side = BareSide {
             holders: Vec::new(),
             server: None,
         };
-        for _ in 0..2 {
+        // Server, client, and (for the bridge) the namespace that holds the bridge.
+        let namespaces = match topology {
+            Topology::Pair => 2,
+            Topology::Bridge => 3,
+        };
+        for _ in 0..namespaces {
             side.holders.push(
                 Command::new("unshare")
                     .args(["--net", "sleep", "infinity"])
@@ -271,8 +297,9 @@ impl VethSide {
             );
         }
         // Let unshare reach its exec of sleep (the namespace exists from then on).
-        let (a, c) = (side.holders[0].id(), side.holders[1].id());
-        for pid in [a, c] {
+        let pids: Vec<u32> = side.holders.iter().map(Child::id).collect();
+        let (a, c) = (pids[0], pids[1]);
+        for &pid in &pids {
             for _ in 0..100 {
                 if super::ns::ns_id(pid, "net") != super::ns::ns_id(std::process::id(), "net") {
                     break;
@@ -298,11 +325,31 @@ impl VethSide {
             }
             Ok(())
         };
-        ip(&[
-            "link", "add", "bench-va", "type", "veth", "peer", "name", "bench-vb",
-        ])?;
-        ip(&["link", "set", "bench-va", "netns", &a])?;
-        ip(&["link", "set", "bench-vb", "netns", &c])?;
+        // Interface names differ per topology: both reference sides exist at once.
+        let (server_dev, client_dev) = match topology {
+            Topology::Pair => {
+                ip(&[
+                    "link", "add", "bench-va", "type", "veth", "peer", "name", "bench-vb",
+                ])?;
+                ip(&["link", "set", "bench-va", "netns", &a])?;
+                ip(&["link", "set", "bench-vb", "netns", &c])?;
+                ("bench-va", "bench-vb")
+            }
+            Topology::Bridge => {
+                let h = pids[2].to_string();
+                inside(&h, &["link", "add", "bench-br", "type", "bridge"])?;
+                inside(&h, &["link", "set", "bench-br", "up"])?;
+                for (end, port, pid) in [("bench-ba", "bench-ha", &a), ("bench-bb", "bench-hb", &c)]
+                {
+                    ip(&["link", "add", end, "type", "veth", "peer", "name", port])?;
+                    ip(&["link", "set", end, "netns", pid])?;
+                    ip(&["link", "set", port, "netns", &h])?;
+                    inside(&h, &["link", "set", port, "master", "bench-br"])?;
+                    inside(&h, &["link", "set", port, "up"])?;
+                }
+                ("bench-ba", "bench-bb")
+            }
+        };
         inside(
             &a,
             &[
@@ -310,11 +357,11 @@ impl VethSide {
                 "add",
                 &format!("{VETH_SERVER_IP}/24"),
                 "dev",
-                "bench-va",
+                server_dev,
             ],
         )?;
-        inside(&c, &["addr", "add", "10.250.0.2/24", "dev", "bench-vb"])?;
-        for (pid, dev) in [(&a, "bench-va"), (&c, "bench-vb")] {
+        inside(&c, &["addr", "add", "10.250.0.2/24", "dev", client_dev])?;
+        for (pid, dev) in [(&a, server_dev), (&c, client_dev)] {
             inside(pid, &["link", "set", dev, "up"])?;
             inside(pid, &["link", "set", "lo", "up"])?;
         }
@@ -350,7 +397,7 @@ impl VethSide {
     }
 }
 
-impl Drop for VethSide {
+impl Drop for BareSide {
     fn drop(&mut self) {
         for child in self.server.iter_mut().chain(self.holders.iter_mut()) {
             let _ = child.kill();
