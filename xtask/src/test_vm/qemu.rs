@@ -67,8 +67,10 @@ pub struct Vm {
 /// - `panic=-1` + QEMU's `-no-reboot`: a panic ends QEMU at once instead of rebooting;
 ///   `oops=panic`, `softlockup_panic`, `hung_task_panic` and `panic_on_rcu_stall` turn the other
 ///   ways a kernel goes wrong into that same panic.
-/// - Under TCG the RCU stall timeout is raised: a busy host can starve an emulated vCPU long
-///   enough for a false alarm at the default 21 s; a real stall still panics.
+/// - Under TCG the RCU stall timeout and the soft-lockup threshold are raised: a busy host can
+///   starve an emulated vCPU long enough for a false alarm at the default 21 s and 20 s (a CI
+///   leg once died of "soft lockup - CPU#0 stuck for 23s" inside a cgroup mkdir, a path that
+///   takes microseconds); a real stall or lockup still panics, after 60 s.
 /// - `mitigations=off`, `nokaslr`, `cryptomgr.notests`: a throwaway guest needs no CPU-bug
 ///   mitigations, address randomisation or crypto self-tests; together they save ~1 s of boot
 ///   under TCG.
@@ -77,13 +79,15 @@ pub struct Vm {
 ///   Without ACPI there is no power-off: guests end with `reboot -f`, which -no-reboot turns
 ///   into QEMU's exit.
 pub fn base_cmdline(accel: Accel) -> String {
-    let stall = match accel {
-        Accel::Kvm => 21,
-        Accel::Tcg => 60,
+    // watchdog_thresh is half the soft-lockup period.
+    let (stall, watchdog_thresh) = match accel {
+        Accel::Kvm => (21, 10),
+        Accel::Tcg => (60, 30),
     };
     format!(
         "console=ttyS0 loglevel=4 panic=-1 oops=panic softlockup_panic=1 hung_task_panic=1 \
          sysctl.kernel.panic_on_rcu_stall=1 rcupdate.rcu_cpu_stall_timeout={stall} \
+         watchdog_thresh={watchdog_thresh} \
          mitigations=off nokaslr cryptomgr.notests acpi=off"
     )
 }
