@@ -761,8 +761,22 @@ fn exec_ps_and_kill_all(#[values(Runtime::Carton, Runtime::Runc)] rt: Runtime) {
     );
     assert!(status.success(), "{err}");
     let exec_pid: i32 = wait_for_file(&pid_file).trim().parse().unwrap();
+    // runc writes the pid file before its init has exec'd the command (under TCG that gap
+    // showed: the cmdline was still runc's): wait for the exec.
+    let deadline = std::time::Instant::now() + conformance::DEADLINE;
+    loop {
+        let exec_process = Process::of(exec_pid).expect("the detached exec is running");
+        if exec_process.cmdline().contains("999") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the detached exec never became `sleep 999`: {}",
+            exec_process.cmdline()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     let exec_process = Process::of(exec_pid).expect("the detached exec is running");
-    assert!(exec_process.cmdline().contains("999"));
 
     let listed: Vec<i32> =
         serde_json::from_str(&oci.cmd(["ps", "--format", "json", "ex"]).stdout_ok()).unwrap();
