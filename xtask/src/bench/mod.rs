@@ -50,7 +50,7 @@ pub enum RowName {
     Network,
     /// 3: the same with a 64 MiB memory limit.
     Memory,
-    /// 3b: what a container's cgroup adds: carton-runtime with and without linux.cgroupsPath.
+    /// 3b: what limits, device rules and the cgroup view add (carton-runtime, with and without).
     Cgroup,
     /// 4: 100 detached containers: time to start them, supervisor RSS/PSS vs conmon.
     Density,
@@ -360,7 +360,9 @@ fn inner(context_file: &Path) -> Result<()> {
             RowName::Start => "1: start-to-exit, no network",
             RowName::Network => "2: start-to-exit, default network",
             RowName::Memory => "3: start-to-exit, 64 MiB memory limit",
-            RowName::Cgroup => "3b: start-to-exit with and without a cgroup",
+            RowName::Cgroup => {
+                "3b: start-to-exit with and without limits, device rules, cgroup view"
+            }
             RowName::Density => "4: density",
             RowName::Throughput => "5: TCP throughput",
             RowName::Layers => "6: commit / import / load vs tar",

@@ -237,20 +237,6 @@ pub fn targets(rows: &[Row]) -> Vec<Target> {
             &|v| format!("{v:.1} ms"),
         );
     }
-    if let Some(r) = find("3b") {
-        let delta = r
-            .median_of("carton-runtime", Role::Carton)
-            .zip(r.median_of("carton-runtime", Role::Reference))
-            .map(|(with, without)| with - without);
-        check(
-            "3b",
-            "a cgroup adds (with − without, medians)",
-            "≤ 1 ms",
-            delta,
-            &|v| v <= 1.0,
-            &|v| format!("{v:.2} ms"),
-        );
-    }
     if let Some(r) = find("4b") {
         check(
             "4b",
