@@ -279,6 +279,18 @@ pub fn has_controller(controller: &str) -> bool {
     }
 }
 
+/// [`has_controller`], or a skip saying which controller is missing (a kernel may lack one
+/// entirely: Debian's 6.12 has no v1 interface for memory or cpuset).
+pub fn controller_or_skip(controller: &str) -> bool {
+    let present = has_controller(controller);
+    if !present {
+        crate::skip(&format!(
+            "the {controller} cgroup controller is not available"
+        ));
+    }
+    present
+}
+
 /// Best-effort clean-up of cgroup directories a container left behind (after they were reported):
 /// kills the processes in them, then removes them, children first.
 pub fn kill_and_remove(dirs: &[PathBuf]) {

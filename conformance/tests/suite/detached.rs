@@ -1280,8 +1280,7 @@ fn rm_flag_removes_a_detached_container(#[case] stop: bool) {
 /// An OOM kill of a detached container is recorded by its supervisor.
 #[test]
 fn oom_kill_of_a_detached_container_is_recorded() {
-    if !cgroup::has_controller("memory") {
-        skip("no memory cgroup controller");
+    if !cgroup::controller_or_skip("memory") {
         return;
     }
     let Some(ct) = fixture() else { return };

@@ -16,13 +16,8 @@ fn fixture(controllers: &[&str]) -> Option<Carton> {
         skip("no cgroup filesystem is mounted");
         return None;
     }
-    for controller in controllers {
-        if !cgroup::has_controller(controller) {
-            skip(&format!(
-                "the {controller} cgroup controller is not available"
-            ));
-            return None;
-        }
+    if !controllers.iter().all(|c| cgroup::controller_or_skip(c)) {
+        return None;
     }
     Carton::with_busybox()
 }

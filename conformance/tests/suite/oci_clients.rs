@@ -23,16 +23,6 @@ use rstest::rstest;
 /// The memory limit the limit scenarios ask for: 64 MiB.
 const MEMORY_LIMIT: u64 = 64 * 1024 * 1024;
 
-/// Whether the memory controller exists, else a skip: Debian's 6.12 kernel has no cgroup v1
-/// interface for it (CONFIG_MEMCG_V1 is off), so a v1 host on it cannot limit memory at all.
-fn memory_controller_or_skip() -> bool {
-    let present = conformance::cgroup::has_controller("memory");
-    if !present {
-        conformance::skip("the memory cgroup controller is not available");
-    }
-    present
-}
-
 /// An idle container: prints `started`, and on SIGTERM prints `got-term` and exits with 7 (so
 /// that a stop that fell back to SIGKILL, 137, is told apart from a delivered SIGTERM).
 const IDLE: &str = "trap 'echo got-term; exit 7' TERM; echo started; while :; do sleep 0.1; done";
@@ -299,7 +289,7 @@ fn podman_exec_interactive_tty(#[case] runtime: Runtime) {
 #[case::carton(Runtime::Carton)]
 #[case::runc(Runtime::Runc)]
 fn podman_memory_limit_in_the_cgroup(#[case] runtime: Runtime) {
-    if !memory_controller_or_skip() {
+    if !conformance::cgroup::controller_or_skip("memory") {
         return;
     }
     let Some(pm) = Podman::new(runtime) else {
@@ -568,7 +558,7 @@ fn ctr_task_exec_tty(#[case] runtime: Runtime) {
 #[case::carton(Runtime::Carton)]
 #[case::runc(Runtime::Runc)]
 fn ctr_memory_limit_in_the_cgroup(#[case] runtime: Runtime) {
-    if !memory_controller_or_skip() {
+    if !conformance::cgroup::controller_or_skip("memory") {
         return;
     }
     let Some(ctd) = Containerd::new(runtime) else {

@@ -17,16 +17,6 @@ use conformance::oci::{OciHost, Runtime, all_output, bind_mount};
 use rstest::rstest;
 use serde_json::{Value, json};
 
-/// Whether the memory controller exists, else a skip: Debian's 6.12 kernel has no cgroup v1
-/// interface for it (CONFIG_MEMCG_V1 is off), so a v1 host on it cannot limit memory at all.
-fn memory_controller_or_skip() -> bool {
-    let present = conformance::cgroup::has_controller("memory");
-    if !present {
-        conformance::skip("the memory cgroup controller is not available");
-    }
-    present
-}
-
 /// A directory of the scenario shared with the container at /shared.
 fn shared(oci: &OciHost) -> std::path::PathBuf {
     let dir = oci.path("shared");
@@ -664,7 +654,7 @@ fn pause_and_resume(#[values(Runtime::Carton, Runtime::Runc)] rt: Runtime) {
 /// nothing.
 #[rstest]
 fn update_changes_limits(#[values(Runtime::Carton, Runtime::Runc)] rt: Runtime) {
-    if !memory_controller_or_skip() {
+    if !conformance::cgroup::controller_or_skip("memory") {
         return;
     }
     let Some(oci) = OciHost::new(rt) else { return };

@@ -1064,8 +1064,7 @@ fn host_cgroup_files_are_not_writable() {
         skip("no cgroups on this host");
         return;
     };
-    if !cgroup::has_controller("pids") {
-        skip("no pids controller");
+    if !cgroup::controller_or_skip("pids") {
         return;
     }
     let mount = match version {
