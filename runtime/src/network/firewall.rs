@@ -61,14 +61,7 @@ pub fn ruleset(networks: &[NetworkRules], existing: &str) -> String {
         nat.push_str(&format!(":{chain} - [0:0]\n"));
     }
     nat.push_str(":CARTON-DNAT - [0:0]\n");
-    // Jumps are looked for in their own table: raw and nat both have a CARTON-PREROUTING.
-    let nat_existing = table_section(existing, "nat");
-    for (builtin, chain) in NAT_CHAINS {
-        let jump = format!("-A {builtin} -j {chain}");
-        if !nat_existing.iter().any(|l| *l == jump) {
-            nat.push_str(&format!("-I {builtin} 1 -j {chain}\n"));
-        }
-    }
+    nat.push_str(&missing_jumps(existing, "nat", NAT_CHAINS));
     nat.push_str("-A CARTON-PREROUTING -m addrtype --dst-type LOCAL -j CARTON-DNAT\n");
     nat.push_str("-A CARTON-OUTPUT -m addrtype --dst-type LOCAL -j CARTON-DNAT\n");
 
@@ -81,13 +74,7 @@ pub fn ruleset(networks: &[NetworkRules], existing: &str) -> String {
     for (_, chain) in RAW_CHAINS {
         raw.push_str(&format!(":{chain} - [0:0]\n"));
     }
-    let raw_existing = table_section(existing, "raw");
-    for (builtin, chain) in RAW_CHAINS {
-        let jump = format!("-A {builtin} -j {chain}");
-        if !raw_existing.iter().any(|l| *l == jump) {
-            raw.push_str(&format!("-I {builtin} 1 -j {chain}\n"));
-        }
-    }
+    raw.push_str(&missing_jumps(existing, "raw", RAW_CHAINS));
     for n in networks {
         raw.push_str(&format!(
             "-A CARTON-PREROUTING -i {br} -d {gw}/32 -j RETURN\n\
@@ -100,13 +87,7 @@ pub fn ruleset(networks: &[NetworkRules], existing: &str) -> String {
     raw.push_str("COMMIT\n");
 
     let mut filter = String::from("*filter\n:CARTON-FORWARD - [0:0]\n:CARTON-ISOLATION - [0:0]\n");
-    let filter_existing = table_section(existing, "filter");
-    for (builtin, chain) in FILTER_CHAINS {
-        let jump = format!("-A {builtin} -j {chain}");
-        if !filter_existing.iter().any(|l| *l == jump) {
-            filter.push_str(&format!("-I {builtin} 1 -j {chain}\n"));
-        }
-    }
+    filter.push_str(&missing_jumps(existing, "filter", FILTER_CHAINS));
     // Traffic between containers of one network first: it is most of the packets (with
     // br_netfilter every bridged frame walks FORWARD), and it needs neither the isolation
     // rules nor a conntrack lookup.
@@ -171,6 +152,18 @@ pub fn ruleset(networks: &[NetworkRules], existing: &str) -> String {
     nat.push_str("COMMIT\n");
     filter.push_str("COMMIT\n");
     nat + &filter + &raw
+}
+
+/// `-I BUILTIN 1 -j CHAIN` for each (builtin, chain) whose jump `existing` (iptables-save
+/// output) lacks in `table` — looked for in that table only: raw and nat both have a
+/// CARTON-PREROUTING.
+fn missing_jumps(existing: &str, table: &str, chains: &[(&str, &str)]) -> String {
+    let section = table_section(existing, table);
+    chains
+        .iter()
+        .filter(|(builtin, chain)| !section.contains(&format!("-A {builtin} -j {chain}").as_str()))
+        .map(|(builtin, chain)| format!("-I {builtin} 1 -j {chain}\n"))
+        .collect()
 }
 
 /// The iptables-restore batch that removes carton's chains and every rule outside them that
