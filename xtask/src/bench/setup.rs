@@ -115,7 +115,6 @@ impl Bench {
         dir: &Path,
         spec: &Value,
         args: &[&str],
-        // `linux.cgroupsPath`; empty: a container without a cgroup.
         cgroup: &str,
     ) -> Result<()> {
         std::fs::create_dir_all(dir)?;
@@ -135,17 +134,6 @@ impl Bench {
             }
         }
         spec["linux"]["cgroupsPath"] = cgroup.into();
-        if cgroup.is_empty() {
-            // No cgroup at all (row 3b's reference): no path, no limits or device rules (they
-            // need a cgroup), no cgroup mount (it shows the container's cgroup).
-            if let Some(linux) = spec["linux"].as_object_mut() {
-                linux.remove("cgroupsPath");
-                linux.remove("resources");
-            }
-            if let Some(mounts) = spec["mounts"].as_array_mut() {
-                mounts.retain(|m| m["type"] != "cgroup");
-            }
-        }
         if let Some(mounts) = spec["mounts"].as_array_mut() {
             for m in mounts.iter_mut() {
                 let dest = m["destination"].as_str().unwrap_or_default().to_string();
