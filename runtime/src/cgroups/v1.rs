@@ -44,31 +44,17 @@ impl V1Cgroup {
 impl CgroupManager for V1Cgroup {
     fn create(&self) -> Result<(), CgroupError> {
         for (hierarchy, dir) in &self.dirs {
-            // Each level is created separately so that cpusets can be seeded on the way down:
-            // a v1 cpuset starts empty, and attaching a task to an empty cpuset fails with
-            // ENOSPC (mydocker #66).
-            let relative = dir.strip_prefix(&hierarchy.mount_point).unwrap_or(dir);
-            let mut current = hierarchy.mount_point.clone();
-            for part in relative.components() {
-                let parent = current.clone();
-                current.push(part);
-                match fs::create_dir(&current) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                    Err(source) => {
-                        return Err(CgroupError::Create {
-                            path: current,
-                            source,
-                        });
-                    }
-                }
-                if hierarchy.has("cpuset") {
-                    for file in ["cpuset.cpus", "cpuset.mems"] {
-                        if files::read(&current, file)?.trim().is_empty() {
-                            let inherited = files::read(&parent, file)?;
-                            files::write(&current, file, inherited.trim())?;
-                        }
-                    }
+            // The parents (`carton/`) exist after the first container: the container's own
+            // directory is tried first, and the walk from the root only runs when that fails.
+            match fs::create_dir(dir) {
+                Ok(()) => seed_cpuset(hierarchy, dir)?,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => create_levels(hierarchy, dir)?,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => seed_cpuset(hierarchy, dir)?,
+                Err(source) => {
+                    return Err(CgroupError::Create {
+                        path: dir.clone(),
+                        source,
+                    });
                 }
             }
         }
@@ -241,6 +227,50 @@ impl CgroupManager for V1Cgroup {
     }
 }
 
+/// Creates `dir` one level at a time from the hierarchy's root, seeding each new level's
+/// cpuset on the way down.
+fn create_levels(hierarchy: &V1Hierarchy, dir: &Path) -> Result<(), CgroupError> {
+    let relative = dir.strip_prefix(&hierarchy.mount_point).unwrap_or(dir);
+    let mut current = hierarchy.mount_point.clone();
+    for part in relative.components() {
+        current.push(part);
+        match fs::create_dir(&current) {
+            Ok(()) => seed_cpuset(hierarchy, &current)?,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(source) => {
+                return Err(CgroupError::Create {
+                    path: current,
+                    source,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A new v1 cpuset starts empty, and attaching a task to an empty cpuset fails with ENOSPC
+/// (mydocker #66): an empty directory gets its parent's CPUs and memory nodes, the parent
+/// first if it is empty too (left so by someone else, or by a carton killed mid-way).
+fn seed_cpuset(hierarchy: &V1Hierarchy, dir: &Path) -> Result<(), CgroupError> {
+    if !hierarchy.has("cpuset") || dir == hierarchy.mount_point {
+        return Ok(());
+    }
+    let Some(parent) = dir.parent() else {
+        return Ok(());
+    };
+    for file in ["cpuset.cpus", "cpuset.mems"] {
+        if files::read(dir, file)?.trim().is_empty() {
+            let mut inherited = files::read(parent, file)?;
+            if inherited.trim().is_empty() {
+                seed_cpuset(hierarchy, parent)?;
+                inherited = files::read(parent, file)?;
+            }
+            files::write(dir, file, inherited.trim())?;
+        }
+    }
+    Ok(())
+}
+
 /// v1's freezer: freezer.state goes THAWED → FREEZING → FROZEN.
 fn freezer(dir: &Path) -> Freezer<'_> {
     Freezer {
@@ -321,6 +351,8 @@ mod tests {
         let leaf = cpuset.mount_point.join("carton/abc");
         assert_eq!(read(&leaf, "cpuset.cpus"), "0-3");
         assert_eq!(read(&leaf, "cpuset.mems"), "0");
+        let parent = cpuset.mount_point.join("carton");
+        assert_eq!(read(&parent, "cpuset.cpus"), "0-3");
     }
 
     #[test]
