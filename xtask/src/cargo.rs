@@ -35,21 +35,26 @@ impl Profile {
 
 /// `cargo build [--release] -p carton`; returns the absolute path of the `carton` binary.
 pub fn build_carton(sh: &Shell, profile: Profile) -> Result<PathBuf> {
+    build_binary(sh, profile, "carton", "carton")
+}
+
+/// Builds `package` and returns the path of its binary `bin`.
+pub fn build_binary(sh: &Shell, profile: Profile, package: &str, bin: &str) -> Result<PathBuf> {
     let cargo = cargo();
     let release: &[&str] = match profile {
         Profile::Debug => &[],
         Profile::Release => &["--release"],
     };
-    cmd!(sh, "{cargo} build {release...} -p carton")
+    cmd!(sh, "{cargo} build {release...} -p {package}")
         .run()
-        .context("building carton failed")?;
-    let bin = util::target_dir().join(profile.dir()).join("carton");
+        .with_context(|| format!("building {package} failed"))?;
+    let path = util::target_dir().join(profile.dir()).join(bin);
     anyhow::ensure!(
-        bin.is_file(),
-        "cargo built carton but {} does not exist",
-        bin.display()
+        path.is_file(),
+        "cargo built {package} but {} does not exist",
+        path.display()
     );
-    Ok(bin)
+    Ok(path)
 }
 
 /// Installs cargo-nextest when `cargo nextest` is missing, telling the user why it takes a while.

@@ -31,7 +31,7 @@ pub use error::{EngineError, InitFailure};
 pub use exec::DEFAULT_PATH;
 pub use foreground::{Attach, ExitStatus, OutputSink, Stream, ToCartonStdio};
 pub use plan::{OVERLAY_ANNOTATION, Plan, ProcessPlan, StartOptions};
-pub use process::{StartEvents, Started, Target};
+pub use process::{StartEvents, Started, Target, spawn_and_reap};
 pub use stdio::Stdio;
 
 use std::os::fd::{AsFd, OwnedFd};

@@ -417,3 +417,100 @@ fn init_died(pid: Pid) -> EngineError {
     };
     EngineError::InitDied(status)
 }
+
+/// Starts a child that enters `cgroup` exactly as a container's init does (born in it through
+/// `entry`'s directory on v2, writing `0` into the `tasks` files itself on v1, moved by this
+/// process otherwise), lets it exit at once, and reaps it. Without a cgroup it is a plain
+/// fork, exit and wait. This is the part of a `run` that a cgroup's life is measured around
+/// (`cargo xtask bench`, row 3c). The child makes only async-signal-safe calls, so the
+/// caller may have threads.
+pub fn spawn_and_reap(cgroup: Option<(&dyn CgroupManager, &Entry)>) -> Result<(), EngineError> {
+    let entry = cgroup.map(|(_, entry)| entry);
+    // A move by this process needs the child alive until it is done: the child waits for EOF.
+    let hold = match entry {
+        Some(Entry::ByParent | Entry::CloneInto(_)) => {
+            Some(nix::unistd::pipe().map_err(|e| EngineError::Os {
+                context: "pipe",
+                source: e.into(),
+            })?)
+        }
+        _ => None,
+    };
+    let (rc, born_in) = clone_child(0, clone_into(entry))?;
+    if rc == 0 {
+        // The child: only async-signal-safe calls from here on, and no destructors.
+        let mut code = 0;
+        if let Some(Entry::SelfMove(tasks)) = entry {
+            for file in tasks {
+                // SAFETY: write(2) of a 1-byte buffer to an open descriptor.
+                if unsafe { libc::write(file.as_raw_fd(), b"0".as_ptr().cast(), 1) } != 1 {
+                    code = 1;
+                }
+            }
+        }
+        if let Some((read, write)) = &hold {
+            let mut byte = 0u8;
+            // SAFETY: close(2) of this process's copy of the write end, then read(2) into a
+            // 1-byte buffer, which returns at EOF once the parent closes its copy.
+            unsafe {
+                libc::close(write.as_raw_fd());
+                libc::read(read.as_raw_fd(), (&raw mut byte).cast(), 1);
+            }
+        }
+        // SAFETY: ends the forked child without running the parent's destructors.
+        unsafe { libc::_exit(code) };
+    }
+    let pid = Pid::from_raw(rc as i32);
+    let moved = match cgroup {
+        Some((cgroup, Entry::ByParent | Entry::CloneInto(_))) if !born_in => {
+            cgroup.add_process(pid.as_raw())
+        }
+        _ => Ok(()),
+    };
+    drop(hold);
+    let status = waitpid(pid, None).map_err(|e| EngineError::Os {
+        context: "wait for the child",
+        source: e.into(),
+    })?;
+    moved?;
+    match status {
+        nix::sys::wait::WaitStatus::Exited(_, 0) => Ok(()),
+        other => Err(EngineError::InitDied(format!("{other:?}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cgroups::{self, Layout};
+
+    /// The child of `spawn_and_reap` runs in the cgroup (its CPU time is charged there) and
+    /// is gone when it returns (the cgroup can be removed). Needs root; skipped otherwise.
+    #[test]
+    fn spawned_child_runs_in_the_cgroup_and_is_reaped() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("SKIP: making a cgroup needs root");
+            return;
+        }
+        let layout = Layout::detect();
+        if layout == Layout::None {
+            eprintln!("SKIP: no cgroup filesystem");
+            return;
+        }
+        let path = format!("/carton/unit-spawn-{}", std::process::id());
+        let cgroup = cgroups::open(&layout, &path).unwrap();
+        cgroup.create().unwrap();
+        let entry = cgroup.entry().unwrap();
+        let spawned = spawn_and_reap(Some((cgroup.as_ref(), &entry)));
+        let usage = cgroup.stats().map(|s| s.cpu_usage_ns);
+        drop(entry);
+        let removed = cgroup.destroy();
+        spawned.unwrap();
+        removed.unwrap();
+        assert!(
+            usage.unwrap() > 0,
+            "the child's CPU time was not charged to its cgroup"
+        );
+        spawn_and_reap(None).unwrap();
+    }
+}

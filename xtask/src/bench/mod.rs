@@ -3,15 +3,15 @@
 //!
 //! Two processes:
 //! - the **outer** one (the machine's own namespaces) installs the peers that are missing
-//!   (apt-get, as root), builds carton in release mode, writes the busybox rootfs tarball,
-//!   snapshots what the benchmark could leave behind (links, iptables rules, cgroups, mounts),
-//!   then re-executes itself as the inner one and, when it is done (or was stopped: Ctrl-C
+//!   (apt-get, as root), builds carton and this harness in release mode, writes the busybox
+//!   rootfs tarball, snapshots what the benchmark could leave behind (links, iptables rules,
+//!   cgroups, mounts), then starts the release harness as the inner one and, when it is done (or was stopped: Ctrl-C
 //!   stops the inner one, not this one), kills what the inner one left running, removes the
 //!   cgroups it made (recognised by the names and ids under target/bench/work, never anyone
 //!   else's) and checks the snapshot again;
 //! - the **inner** one runs in a fresh network namespace and a private mount namespace
 //!   (`ns.rs`): it prepares every tool (`setup.rs`), waits for a quiet machine before each
-//!   row, measures (`latency.rs` rows 1–3, `density.rs` row 4, `throughput.rs` row 5,
+//!   row, measures (`latency.rs` rows 1–3, `cgroup_life.rs` row 3c, `density.rs` row 4, `throughput.rs` row 5,
 //!   `layers.rs` row 6), cleans up, and writes target/bench/report.{md,json}.
 //!
 //! A full run takes about 10 minutes on a 2-core VM (plus up to a minute per row of waiting
@@ -20,6 +20,7 @@
 //! The benchmark measures, it does not assert: a missed target is a line in the report, and a
 //! peer that is missing or fails is a line with the reason.
 
+mod cgroup_life;
 mod density;
 mod host;
 mod latency;
@@ -50,7 +51,8 @@ pub enum RowName {
     Network,
     /// 3: the same with a 64 MiB memory limit.
     Memory,
-    /// 3b: what limits, device rules and the cgroup view add (carton-runtime, with and without).
+    /// 3b: what limits, device rules and the cgroup view add (carton-runtime, with and without);
+    /// 3c: what making and removing the cgroup costs (carton's cgroup code, in process).
     Cgroup,
     /// 4: 100 detached containers: time to start them, supervisor RSS/PSS vs conmon.
     Density,
@@ -139,8 +141,10 @@ pub fn run(sh: &Shell, args: BenchArgs) -> Result<()> {
         }
     }
 
-    util::section("Building carton (release)");
+    util::section("Building carton and the harness (release)");
     let carton = cargo::build_carton(sh, Profile::Release)?;
+    // The inner process runs optimised too: row 3c times carton's cgroup code inside it.
+    let harness = cargo::build_binary(sh, Profile::Release, "xtask", "xtask")?;
     let carton_version = carton_version(sh);
 
     util::section("Preparing the busybox rootfs every tool runs");
@@ -168,7 +172,7 @@ pub fn run(sh: &Shell, args: BenchArgs) -> Result<()> {
     std::fs::write(&context_file, serde_json::to_vec_pretty(&context)?)?;
 
     util::section("Entering a private network and mount namespace for the measurements");
-    let mut inner = Command::new(std::env::current_exe()?);
+    let mut inner = Command::new(&harness);
     inner.arg("bench").arg("--inner").arg(&context_file);
     ns::spawn_in_bench_namespaces(&mut inner);
     let mut child = inner
@@ -360,9 +364,7 @@ fn inner(context_file: &Path) -> Result<()> {
             RowName::Start => "1: start-to-exit, no network",
             RowName::Network => "2: start-to-exit, default network",
             RowName::Memory => "3: start-to-exit, 64 MiB memory limit",
-            RowName::Cgroup => {
-                "3b: start-to-exit with and without limits, device rules, cgroup view"
-            }
+            RowName::Cgroup => "3b/3c: limits, device rules and cgroup view; the cgroup's own life",
             RowName::Density => "4: density",
             RowName::Throughput => "5: TCP throughput",
             RowName::Layers => "6: commit / import / load vs tar",
@@ -376,7 +378,7 @@ fn inner(context_file: &Path) -> Result<()> {
             RowName::Start => vec![latency::start(&bench)],
             RowName::Network => vec![latency::network(&bench)],
             RowName::Memory => vec![latency::memory(&bench)],
-            RowName::Cgroup => vec![latency::cgroup(&bench)],
+            RowName::Cgroup => vec![latency::cgroup(&bench), cgroup_life::row(&bench)],
             RowName::Density => density::rows(
                 &bench,
                 args.containers.max(1),

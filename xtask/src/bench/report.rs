@@ -237,6 +237,20 @@ pub fn targets(rows: &[Row]) -> Vec<Target> {
             &|v| format!("{v:.1} ms"),
         );
     }
+    if let Some(r) = find("3c") {
+        let delta = r
+            .median_of("carton", Role::Carton)
+            .zip(r.median_of("fork", Role::Reference))
+            .map(|(cgroup, none)| cgroup - none);
+        check(
+            "3c",
+            "a cgroup's life adds (3c carton − no cgroup, medians)",
+            "≤ 1 ms",
+            delta,
+            &|v| v <= 1.0,
+            &|v| format!("{v:.2} ms"),
+        );
+    }
     if let Some(r) = find("4b") {
         check(
             "4b",
