@@ -1,7 +1,8 @@
 //! Row 5: container-to-container TCP throughput with iperf3 — two carton containers on
 //! carton's default bridge vs two bare network namespaces joined by one hand-made veth pair,
-//! and, as a reference, two bare namespaces joined by a plain Linux bridge (what any bridge
-//! costs on this kernel, apart from what carton adds).
+//! and, as references, two bare namespaces joined by a plain Linux bridge (what any bridge
+//! costs on this kernel, apart from what carton adds) and carton's containers again with the
+//! bench namespace's br_netfilter switch off (what the iptables hooks on bridged frames cost).
 //!
 //! The busybox image has no iperf3, so the benchmark builds a second image: the busybox rootfs
 //! plus the host's /usr/bin/iperf3 and the shared libraries `ldd` lists for it (the very same
@@ -34,7 +35,7 @@ pub fn row(b: &Bench, iperf3: Result<PathBuf, String>, reps: usize, seconds: u32
     );
     // (tool key, label, role): the carton line, the target's peer, and a reference that tells
     // the bridge's own cost from carton's.
-    let lines: [(&str, &str, Role); 3] = [
+    let lines: [(&str, &str, Role); 4] = [
         (
             "carton",
             "carton: two containers on the bridge carton0",
@@ -48,6 +49,11 @@ pub fn row(b: &Bench, iperf3: Result<PathBuf, String>, reps: usize, seconds: u32
         (
             "bridge",
             "plain Linux bridge between two network namespaces (no carton, no firewall rules)",
+            Role::Reference,
+        ),
+        (
+            "carton-no-br-nf",
+            "carton, with net.bridge.bridge-nf-call-iptables=0 in the bench namespace",
             Role::Reference,
         ),
     ];
@@ -65,16 +71,21 @@ pub fn row(b: &Bench, iperf3: Result<PathBuf, String>, reps: usize, seconds: u32
     let carton = CartonSide::start(b, &iperf3).map_err(|e| format!("{e:#}"));
     let veth = BareSide::start(&iperf3, Topology::Pair).map_err(|e| format!("{e:#}"));
     let bridge = BareSide::start(&iperf3, Topology::Bridge).map_err(|e| format!("{e:#}"));
-    let mut samples: [Vec<f64>; 3] = [Vec::new(), Vec::new(), Vec::new()];
-    let mut errors: [Option<String>; 3] = [
+    let mut samples: [Vec<f64>; 4] = Default::default();
+    let mut errors: [Option<String>; 4] = [
         carton.as_ref().err().cloned(),
         veth.as_ref().err().cloned(),
         bridge.as_ref().err().cloned(),
+        carton
+            .as_ref()
+            .err()
+            .cloned()
+            .or_else(|| BrNetfilter::read().err()),
     ];
     for rep in 0..reps {
-        for k in 0..3 {
+        for k in 0..lines.len() {
             // Rotated each round, so that no side always runs first or last.
-            let i = (rep + k) % 3;
+            let i = (rep + k) % lines.len();
             if errors[i].is_some() {
                 continue;
             }
@@ -87,6 +98,10 @@ pub fn row(b: &Bench, iperf3: Result<PathBuf, String>, reps: usize, seconds: u32
                     .as_ref()
                     .map_err(Clone::clone)
                     .and_then(|s| s.measure(&iperf3, seconds)),
+                3 => carton
+                    .as_ref()
+                    .map_err(Clone::clone)
+                    .and_then(|s| BrNetfilter::off_during(|| s.measure(b, seconds))),
                 _ => bridge
                     .as_ref()
                     .map_err(Clone::clone)
@@ -104,11 +119,12 @@ pub fn row(b: &Bench, iperf3: Result<PathBuf, String>, reps: usize, seconds: u32
             }
         }
     }
+    let carton_client = carton
+        .as_ref()
+        .map(|s| s.client(b, seconds).display())
+        .unwrap_or_default();
     let commands = [
-        carton
-            .as_ref()
-            .map(|s| s.client(b, seconds).display())
-            .unwrap_or_default(),
+        carton_client.clone(),
         veth.as_ref()
             .map(|s| s.client(&iperf3, seconds).display())
             .unwrap_or_default(),
@@ -116,6 +132,7 @@ pub fn row(b: &Bench, iperf3: Result<PathBuf, String>, reps: usize, seconds: u32
             .as_ref()
             .map(|s| s.client(&iperf3, seconds).display())
             .unwrap_or_default(),
+        format!("{carton_client} (with {BR_NF_CALL_IPTABLES} = 0 around it)"),
     ];
     if let Ok(side) = carton {
         side.stop(b);
@@ -137,9 +154,43 @@ pub fn row(b: &Bench, iperf3: Result<PathBuf, String>, reps: usize, seconds: u32
          containers from a second image (busybox + iperf3 + the libraries ldd lists). The plain \
          bridge shows what any bridge costs against a bare veth pair on this kernel (with \
          br_netfilter every bridged frame walks the iptables hooks, rules or not), apart from \
-         what carton adds."
+         what carton adds. The last line runs carton's containers with the bench namespace's \
+         br_netfilter switch off (a per-namespace sysctl, restored after each run): bridged \
+         frames then skip the iptables hooks, which carton's rules (raw, filter, nat tables) \
+         otherwise put on their path; carton itself never changes that host setting."
     ));
     row
+}
+
+const BR_NF_CALL_IPTABLES: &str = "/proc/sys/net/bridge/bridge-nf-call-iptables";
+
+/// The bench namespace's br_netfilter switch (per network namespace on current kernels).
+struct BrNetfilter;
+
+impl BrNetfilter {
+    fn read() -> Result<String, String> {
+        std::fs::read_to_string(BR_NF_CALL_IPTABLES)
+            .map(|v| v.trim().to_string())
+            .map_err(|e| {
+                format!(
+                    "{BR_NF_CALL_IPTABLES}: {e} (br_netfilter is not loaded: bridged frames skip \
+                     iptables already, the carton line shows that case)"
+                )
+            })
+    }
+
+    /// Runs `f` with bridged frames kept out of the iptables hooks, then restores the switch.
+    fn off_during(f: impl FnOnce() -> Result<f64, String>) -> Result<f64, String> {
+        let before = Self::read()?;
+        let set = |v: &str| {
+            std::fs::write(BR_NF_CALL_IPTABLES, v)
+                .map_err(|e| format!("writing {v} to {BR_NF_CALL_IPTABLES}: {e}"))
+        };
+        set("0")?;
+        let result = f();
+        set(&before)?;
+        result
+    }
 }
 
 /// Parses iperf3 -J output: the receiver's rate in Gbit/s.
