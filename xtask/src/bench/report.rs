@@ -299,6 +299,8 @@ fn num(v: f64, unit: &str) -> String {
     match unit {
         "ms" if v < 10.0 => format!("{v:.2}"),
         "ms" => format!("{v:.1}"),
+        // Row 6's sub-second times: two digits would hide a 5% difference.
+        "s" if v < 1.0 => format!("{v:.3}"),
         _ if v >= 100.0 => format!("{v:.0}"),
         _ => format!("{v:.2}"),
     }
