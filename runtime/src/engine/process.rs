@@ -499,16 +499,17 @@ mod tests {
         }
         let path = format!("/carton/unit-spawn-{}", std::process::id());
         let cgroup = cgroups::open(&layout, &path).unwrap();
-        cgroup.create().unwrap();
-        let entry = cgroup.entry().unwrap();
-        let spawned = spawn_and_reap(Some((cgroup.as_ref(), &entry)));
-        let usage = cgroup.stats().map(|s| s.cpu_usage_ns);
-        drop(entry);
+        // Whatever fails, the cgroup is removed before the test says so.
+        let lived = cgroup.create().map_err(EngineError::from).and_then(|()| {
+            let entry = cgroup.entry()?;
+            spawn_and_reap(Some((cgroup.as_ref(), &entry)))?;
+            Ok(cgroup.stats()?.cpu_usage_ns)
+        });
         let removed = cgroup.destroy();
-        spawned.unwrap();
+        let usage = lived.unwrap();
         removed.unwrap();
         assert!(
-            usage.unwrap() > 0,
+            usage > 0,
             "the child's CPU time was not charged to its cgroup"
         );
         spawn_and_reap(None).unwrap();
