@@ -140,6 +140,14 @@ impl Row {
         }
     }
 
+    /// The carton line's median minus that of the reference line of `tool`: what the row's
+    /// feature adds.
+    pub fn carton_minus_reference(&self, tool: &str) -> Option<f64> {
+        self.median_of("carton", Role::Carton)
+            .zip(self.median_of(tool, Role::Reference))
+            .map(|(with, without)| with - without)
+    }
+
     pub fn median_of(&self, tool: &str, role: Role) -> Option<f64> {
         self.lines
             .iter()
@@ -224,10 +232,7 @@ pub fn targets(rows: &[Row]) -> Vec<Target> {
             &|v| v <= 0.1,
             &x,
         );
-        let delta = r
-            .median_of("carton", Role::Carton)
-            .zip(r.median_of("carton", Role::Reference))
-            .map(|(bridge, none)| bridge - none);
+        let delta = r.carton_minus_reference("carton");
         check(
             "2",
             "networking adds (carton bridge − carton none, medians)",
@@ -238,10 +243,7 @@ pub fn targets(rows: &[Row]) -> Vec<Target> {
         );
     }
     if let Some(r) = find("3c") {
-        let delta = r
-            .median_of("carton", Role::Carton)
-            .zip(r.median_of("fork", Role::Reference))
-            .map(|(cgroup, none)| cgroup - none);
+        let delta = r.carton_minus_reference("fork");
         check(
             "3c",
             "a cgroup's life adds (3c carton − no cgroup, medians)",
