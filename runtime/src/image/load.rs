@@ -184,7 +184,7 @@ impl ImageStore {
             }
             (Source::InArchive { .. }, false) => {
                 let target = new_dir(work)?;
-                let imported = import_layer(Chunked(input), &blob_path, &target, false)?;
+                let imported = import_layer(Chunked::new(input), &blob_path, &target, false)?;
                 let size = imported.unpacked_size;
                 (
                     imported.blob_hex,

@@ -360,7 +360,7 @@ fn stage_import(
             "cannot create {}",
             layer_dir.display()
         )))?;
-    let layer = import_layer(Chunked(archive), &blob, &layer_dir, false)?;
+    let layer = import_layer(Chunked::new(archive), &blob, &layer_dir, false)?;
 
     let created = Timestamp::now().to_rfc3339();
     complete_config(&mut config, &layer.diff_id_hex, &created);
