@@ -174,6 +174,14 @@ impl Row {
         Some((at(0.25), at(0.75)))
     }
 
+    /// carton / `peer` (medians), as [`Row::compute_ratios`] left it.
+    pub fn peer_ratio(&self, peer: &str) -> Option<f64> {
+        self.lines
+            .iter()
+            .find(|l| l.tool == peer && l.role == Role::Peer)
+            .and_then(|l| l.ratio)
+    }
+
     pub fn median_of(&self, tool: &str, role: Role) -> Option<f64> {
         self.lines
             .iter()
@@ -266,10 +274,7 @@ pub fn targets(rows: &[Row]) -> Vec<Target> {
             "4b",
             "supervisor RSS, carton / conmon",
             "< 1.0",
-            r.lines
-                .iter()
-                .find(|l| l.tool == "podman" && l.role == Role::Peer)
-                .and_then(|l| l.ratio),
+            r.peer_ratio("podman"),
             &|v| v < 1.0,
             &x,
         ));
@@ -325,11 +330,7 @@ fn ratio_target(
     wanted: &str,
     ok: &dyn Fn(f64) -> bool,
 ) -> Target {
-    let value = row
-        .lines
-        .iter()
-        .find(|l| l.tool == peer && l.role == Role::Peer)
-        .and_then(|l| l.ratio);
+    let value = row.peer_ratio(peer);
     let quartiles = row.round_ratio_quartiles(peer);
     Target {
         rounds: quartiles.map(|(lo, hi)| format!("{lo:.2}–{hi:.2}")),
