@@ -31,7 +31,7 @@ type FreeList = Mutex<Vec<Vec<u8>>>;
 ///
 /// Why: a fresh 256 KiB allocation per chunk is mostly fresh memory (the allocator hands such
 /// blocks back to the kernel and asks again), which the kernel zeroes page by page on first
-/// touch — an import of 200 MiB took 12,000 page faults. And a reused buffer is initialised
+/// touch — an import of 200 MiB took 10,000–12,000 page faults. A reused buffer is initialised
 /// memory, so a chunk is filled by plain `read` calls of up to a whole chunk; filling spare
 /// capacity with `read_to_end` instead starts at 8 KiB a call and only then grows (about six
 /// reads per chunk). The pool holds at most what was in flight at once (the channels' bound).
