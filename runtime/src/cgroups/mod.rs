@@ -140,6 +140,19 @@ pub fn open(layout: &Layout, path: &str) -> Result<Box<dyn CgroupManager>, Cgrou
 }
 
 /// `/carton/abc` → `carton/abc`; refuses `..` and empty paths.
+/// Makes one cgroup directory: `true` when it was made now, `false` when it already existed
+/// (a parent shared with other containers).
+fn make_level(dir: &std::path::Path) -> Result<bool, CgroupError> {
+    match std::fs::create_dir(dir) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        Err(source) => Err(CgroupError::Create {
+            path: dir.to_path_buf(),
+            source,
+        }),
+    }
+}
+
 fn relative_path(path: &str) -> Result<PathBuf, CgroupError> {
     let trimmed = path.trim_start_matches('/');
     let valid = !trimmed.is_empty()

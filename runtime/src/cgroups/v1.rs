@@ -234,15 +234,8 @@ fn create_levels(hierarchy: &V1Hierarchy, dir: &Path) -> Result<(), CgroupError>
     let mut current = hierarchy.mount_point.clone();
     for part in relative.components() {
         current.push(part);
-        match fs::create_dir(&current) {
-            Ok(()) => seed_cpuset(hierarchy, &current)?,
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(source) => {
-                return Err(CgroupError::Create {
-                    path: current,
-                    source,
-                });
-            }
+        if super::make_level(&current)? {
+            seed_cpuset(hierarchy, &current)?;
         }
     }
     Ok(())

@@ -1,6 +1,5 @@
 //! The cgroup v2 backend: one directory in the unified hierarchy.
 
-use std::fs;
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -73,16 +72,7 @@ impl CgroupManager for V2Cgroup {
         for part in self.relative.components() {
             enable_controllers(&current)?;
             current.push(part);
-            match fs::create_dir(&current) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(source) => {
-                    return Err(CgroupError::Create {
-                        path: current,
-                        source,
-                    });
-                }
-            }
+            super::make_level(&current)?;
         }
         Ok(())
     }
@@ -260,6 +250,7 @@ fn freezer(dir: &Path) -> Freezer<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     fn read(dir: &Path, file: &str) -> String {
         fs::read_to_string(dir.join(file)).unwrap()
