@@ -1,16 +1,17 @@
 //! The single pass over an imported archive. The input is read exactly once (it may be a
-//! pipe): every raw byte is copied to the staged blob and hashed (blob digest); gzip is
-//! detected by magic and decompressed; the uncompressed stream is hashed (diff_id) while the
-//! tar entries are unpacked as they stream by.
+//! pipe) and hashed (the blob digest); its first bytes tell gzip from a plain tar; the
+//! uncompressed stream is hashed (diff_id) while the tar entries are unpacked as they stream
+//! by. A gzip blob is copied to a file as it passes; a plain one is kept as the unpacked files
+//! plus a tar-split record of the rest, which the unpacker's thread writes (`split.rs`).
 //!
 //! ```text
 //!  this thread                │ unpacker thread
 //!  input ─▶ chunk ─▶ sha256 ──pipe─▶ [gzip] ─▶ HashingReader ─▶ tar ─▶ Unpacker
-//!                      │                          └─▶ sha256 (diff_id, if gzip)
-//!                      └─channel─▶ blob file (blob writer thread)
+//!                      │         └─▶ [plain: Recording]   └─▶ sha256 (diff_id, if gzip)
+//!                      └─channel─▶ [gzip: blob file] (blob writer thread)
 //! ```
 //!
-//! The three stages run on three threads (scoped: all are joined before this returns, and
+//! The stages run on their own threads (scoped: all are joined before this returns, and
 //! nothing forks meanwhile), sharing each chunk without copying it: hashing, storing the blob
 //! and creating the layer's files overlap, which is what makes an import cost about what
 //! `tar -x` costs. (With the blob written by the hashing thread, that thread was the longest
@@ -24,6 +25,7 @@
 use super::ImageError;
 use super::digest::{HashingReader, hex, stream_error};
 use super::pipe::{Chunk, ChunkSource, DEPTH, pipe};
+use super::split::{Kept, Recorder};
 use super::unpack::Unpacker;
 use flate2::read::MultiGzDecoder;
 use sha2::{Digest as _, Sha256};
@@ -39,6 +41,9 @@ pub(crate) struct Imported {
     pub(crate) blob_hex: String,
     pub(crate) blob_size: u64,
     pub(crate) gzip: bool,
+    /// Whether the blob was kept as its tar-split record ([`BlobPaths::record`]) rather than
+    /// as a file ([`BlobPaths::file`]).
+    pub(crate) record: bool,
     /// sha256 hex of the uncompressed tar: the layer's identity (rootfs.diff_ids).
     pub(crate) diff_id_hex: String,
     /// Bytes of regular file content in the layer.
@@ -79,56 +84,119 @@ fn detect(prefix: &[u8]) -> Result<Compression, ImageError> {
     }
 }
 
-/// Streams `input` into `blob_path` (created, must not exist) and unpacks it into
-/// `layer_dir` (an existing empty directory). Nothing outside those two paths is written.
-/// An archive without entries is refused unless `allow_empty` (an unchanged commit).
+/// Where [`import_layer`] may put a layer's blob: one of the two is created.
+pub(crate) struct BlobPaths<'a> {
+    /// The blob file (a compressed layer, or a plain one that could not be recorded).
+    pub(crate) file: &'a Path,
+    /// The tar-split record of a plain layer (`split.rs`).
+    pub(crate) record: &'a Path,
+}
+
+/// Streams `input` into the layer blob and unpacks it into `layer_dir` (an existing empty
+/// directory). A gzip blob is stored as a file; a plain tar is stored as its record, or as a
+/// file when it cannot be (`Imported::record`). Nothing outside those paths is written. An
+/// archive without entries is refused unless `allow_empty` (an unchanged commit).
 pub(crate) fn import_layer(
     mut input: impl ChunkSource,
-    blob_path: &Path,
+    blob: BlobPaths<'_>,
     layer_dir: &Path,
     allow_empty: bool,
 ) -> Result<Imported, ImageError> {
-    let blob = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(blob_path)
-        .map_err(ImageError::io(format!(
-            "cannot create {}",
-            blob_path.display()
-        )))?;
+    let read_error = || ImageError::io("cannot read the archive input");
+    // The compression is known from the first bytes, before any stage starts: it decides
+    // whether the blob is written as it passes (gzip) or recorded by the unpacker (plain).
+    let mut first = Vec::new();
+    let mut prefix = Vec::with_capacity(MAGIC_LEN);
+    while prefix.len() < MAGIC_LEN {
+        let Some(chunk) = input.next_chunk().map_err(read_error())? else {
+            break;
+        };
+        let take = (MAGIC_LEN - prefix.len()).min(chunk.len());
+        prefix.extend_from_slice(&chunk[..take]);
+        first.push(chunk);
+    }
+    if prefix.is_empty() {
+        return Err(ImageError::InvalidArchive("the input is empty".into()));
+    }
+    let compression = detect(&prefix)?;
+    let blob_file = match compression {
+        Compression::Gzip => Some(
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(blob.file)
+                .map_err(ImageError::io(format!(
+                    "cannot create {}",
+                    blob.file.display()
+                )))?,
+        ),
+        Compression::None => None,
+    };
+    let recorder = match compression {
+        Compression::None => Some((layer_dir, blob.record, blob.file)),
+        Compression::Gzip => None,
+    };
     let mut unpacker = Unpacker::new(layer_dir)?;
     let (mut to_unpacker, from_reader) = pipe();
     let (to_blob, for_blob) = sync_channel::<Chunk>(DEPTH);
     std::thread::scope(|scope| {
         let unpacking = scope.spawn(move || {
-            let mut stream = from_reader;
-            let (prefix, compression) = peek(&mut stream)?;
-            let raw = io::Cursor::new(prefix).chain(stream);
-            let (diff_id, entries) = unpack_tar(raw, compression, &mut unpacker, allow_empty)?;
-            Ok::<_, ImageError>((diff_id, compression, entries, unpacker.finish()?))
+            let Some((layer_dir, record, file)) = recorder else {
+                let (diff_id, entries) =
+                    unpack_tar(from_reader, compression, &mut unpacker, allow_empty, None)?;
+                return Ok::<_, ImageError>((diff_id, entries, unpacker.finish()?, false));
+            };
+            let recorder = Recorder::new(layer_dir, record, file)?;
+            let stream = recorder.wrap(from_reader);
+            let unpacked = unpack_tar(
+                stream,
+                compression,
+                &mut unpacker,
+                allow_empty,
+                Some(&recorder),
+            );
+            // A failed write of the record or a spilled blob explains a cut stream.
+            if let Some(e) = recorder.take_failure() {
+                return Err(e);
+            }
+            let (diff_id, entries) = unpacked?;
+            let size = unpacker.finish()?;
+            let recorded = recorder.finish()? == Kept::Record;
+            Ok((diff_id, entries, size, recorded))
         });
         let storing = scope.spawn(move || {
-            let mut blob = blob;
+            let Some(mut file) = blob_file else {
+                return Ok::<_, ImageError>(());
+            };
             // Dropping the receiver on failure stops the reader's sends.
             for chunk in for_blob {
-                blob.write_all(&chunk).map_err(ImageError::io(format!(
+                file.write_all(&chunk).map_err(ImageError::io(format!(
                     "cannot write {}",
-                    blob_path.display()
+                    blob.file.display()
                 )))?;
             }
-            Ok::<_, ImageError>(())
+            Ok(())
         });
+        let to_blob = (compression == Compression::Gzip).then_some(to_blob);
         let read = (|| {
             let mut hasher = Sha256::new();
             let mut size = 0u64;
-            while let Some(chunk) = input
-                .next_chunk()
-                .map_err(ImageError::io("cannot read the archive input"))?
-            {
+            let mut first = first.into_iter();
+            loop {
+                let chunk = match first.next() {
+                    Some(chunk) => chunk,
+                    None => match input.next_chunk().map_err(read_error())? {
+                        Some(chunk) => chunk,
+                        None => break,
+                    },
+                };
                 hasher.update(&chunk[..]);
                 size += chunk.len() as u64;
                 // A stage that stopped says why when it is joined.
-                if to_blob.send(chunk.clone()).is_err() || to_unpacker.send_chunk(chunk).is_err() {
+                let stored = to_blob
+                    .as_ref()
+                    .is_none_or(|b| b.send(chunk.clone()).is_ok());
+                if !stored || to_unpacker.send_chunk(chunk).is_err() {
                     break;
                 }
             }
@@ -145,13 +213,14 @@ pub(crate) fn import_layer(
         // A failed read or write explains a cut stream, not the other way round.
         let (blob_hex, blob_size) = read?;
         stored?;
-        let (diff_id_hex, compression, entries, unpacked_size) = unpacked?;
+        let (diff_id_hex, entries, unpacked_size, recorded) = unpacked?;
         Ok(Imported {
             // Uncompressed, the blob is the tar stream: one hash serves as both digests.
             diff_id_hex: diff_id_hex.unwrap_or_else(|| blob_hex.clone()),
             blob_hex,
             blob_size,
             gzip: compression == Compression::Gzip,
+            record: recorded,
             unpacked_size,
             entries,
         })
@@ -176,7 +245,7 @@ pub(crate) fn unpack_blob(
     let (prefix, compression) = peek(&mut input)?;
     let mut unpacker = Unpacker::new(layer_dir)?;
     let raw = io::Cursor::new(prefix).chain(input);
-    let (diff_id_hex, _) = unpack_tar(raw, compression, &mut unpacker, false)?;
+    let (diff_id_hex, _) = unpack_tar(raw, compression, &mut unpacker, false, None)?;
     Ok(Unpacked {
         diff_id_hex: diff_id_hex.unwrap_or_else(|| blob_hex.to_string()),
         gzip: compression == Compression::Gzip,
@@ -226,6 +295,7 @@ fn unpack_tar(
     compression: Compression,
     unpacker: &mut Unpacker,
     allow_empty: bool,
+    recorder: Option<&Recorder>,
 ) -> Result<(Option<String>, u64), ImageError> {
     let tar_stream: Box<dyn Read + '_> = match compression {
         // Multi-member: `cat a.gz b.gz` is one valid gzip stream, as for gzip(1).
@@ -241,7 +311,10 @@ fn unpack_tar(
     for entry in archive.entries().map_err(stream_error)? {
         let mut entry = entry.map_err(|e| header_error(e, seen_entry))?;
         seen_entry = true;
-        unpacker.add(&mut entry)?;
+        unpacker.add_observed(&mut entry, &mut |seen| match recorder {
+            Some(recorder) => recorder.observe(seen),
+            None => Ok(()),
+        })?;
     }
     if hashing.eof_seen() {
         return Err(ImageError::InvalidArchive(

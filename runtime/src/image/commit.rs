@@ -7,7 +7,7 @@
 //!    frozen or written;
 //! 2. [`Commit::read_layer`] streams the upper directory as an OCI layer: a walker thread writes
 //!    the tar (overlay whiteouts → OCI whiteouts) into a pipe, and this thread runs it through
-//!    the same pipeline as `import` — copied into the blob and hashed, and unpacked (OCI
+//!    the same pipeline as `import` — hashed, recorded as the blob, and unpacked (OCI
 //!    whiteouts → overlay whiteouts) into the layer directory that containers of the new image
 //!    will mount. One read of the upper, never a whole layer in memory, and the unpacked layer
 //!    is exactly what a `load` of the blob would produce;
@@ -16,9 +16,9 @@
 //! A commit of an unchanged container adds a history entry marked `empty_layer` and no layer,
 //! as docker does.
 
-use super::archive::{Imported, import_layer};
+use super::archive::{BlobPaths, Imported, import_layer};
 use super::changes::apply_changes;
-use super::install::{Batch, LayerBlob, StagedLayer, install_batch, stage_image, sync_staged};
+use super::install::{Batch, LayerBlob, install_batch, stage_image, sync_staged};
 use super::layer_tar::{Omit, TreeKind, open_tree_root, write_tree};
 use super::layout::{LayerInfo, Staging};
 use super::pipe::pipe;
@@ -161,7 +161,12 @@ impl Commit<'_> {
         });
         // The reader end is consumed (and dropped) here, so a failing import never leaves the
         // walker blocked on a full pipe.
-        let imported = import_layer(from_walker, &blob, &layer_dir, true);
+        let record = dir.join("blob.split");
+        let paths = BlobPaths {
+            file: &blob,
+            record: &record,
+        };
+        let imported = import_layer(from_walker, paths, &layer_dir, true);
         let walked = walker
             .join()
             .unwrap_or_else(|_| Err(ImageError::Corrupt("the layer walker panicked".into())));
@@ -191,12 +196,13 @@ impl Commit<'_> {
                 "cannot write {}",
                 sidecar.display()
             )))?;
-            batch.blobs.push((layer.blob_hex.clone(), dir.join("blob")));
-            batch.layers.push(StagedLayer {
-                diff_id_hex: layer.diff_id_hex.clone(),
-                dir: dir.join("layer"),
+            batch.add_layer(
+                &layer,
+                &dir.join("blob"),
+                &dir.join("blob.split"),
+                dir.join("layer"),
                 sidecar,
-            });
+            );
             layers.push(LayerBlob {
                 hex: layer.blob_hex.clone(),
                 size: layer.blob_size,

@@ -9,6 +9,7 @@
 //! then exactly as before, with no orphan blob and no half-installed layer.
 
 use super::ImageError;
+use super::archive::Imported;
 use super::digest::sha256_hex;
 use super::layout::{Layout, install, remove_tree, sync_dir};
 use oci_spec::image::{
@@ -36,6 +37,34 @@ pub(crate) struct StagedLayer {
     pub(crate) diff_id_hex: String,
     pub(crate) dir: PathBuf,
     pub(crate) sidecar: PathBuf,
+    /// The layer's blob as a tar-split record (then there is no blob file to install).
+    pub(crate) record: Option<PathBuf>,
+}
+
+impl Batch {
+    /// Adds a layer that [`import_layer`] staged: its unpacked directory (with `sidecar`) and
+    /// its blob, a file at `blob` or the record at `record`, whichever the import kept.
+    ///
+    /// [`import_layer`]: super::archive::import_layer
+    pub(crate) fn add_layer(
+        &mut self,
+        layer: &Imported,
+        blob: &Path,
+        record: &Path,
+        dir: PathBuf,
+        sidecar: PathBuf,
+    ) {
+        if !layer.record {
+            self.blobs
+                .push((layer.blob_hex.clone(), blob.to_path_buf()));
+        }
+        self.layers.push(StagedLayer {
+            diff_id_hex: layer.diff_id_hex.clone(),
+            dir,
+            sidecar,
+            record: layer.record.then(|| record.to_path_buf()),
+        });
+    }
 }
 
 /// One image of a batch: its manifest, what it needs present, and its names.
@@ -156,18 +185,33 @@ pub(crate) fn sync_staged(dir: &Path) -> Result<(), ImageError> {
 pub(crate) fn install_batch(layout: &Layout, batch: &Batch) -> Result<(), ImageError> {
     let mut rollback = Rollback::default();
     for (hex, staged) in &batch.blobs {
-        rollback.install(staged, &layout.blob_path(hex))?;
+        // Already stored, maybe as a layer's record: the staged copy goes with staging.
+        if !layout.has_blob(hex) {
+            rollback.install(staged, &layout.blob_path(hex))?;
+        }
     }
     for layer in &batch.layers {
         let dir = layout.layer_dir(&layer.diff_id_hex);
         let sidecar = layout.layer_sidecar(&layer.diff_id_hex);
+        let record = layout.layer_record(&layer.diff_id_hex);
         if !dir.exists() {
-            // The sidecar goes first: a layer directory in place implies its sidecar is. One
-            // already there without its directory is debris of an interrupted GC: replaced.
+            // The sidecar and record go first: a layer directory in place implies they are.
+            // One already there without its directory is debris of an interrupted GC:
+            // replaced.
             rollback.replace(&layer.sidecar, &sidecar)?;
+            if let Some(staged) = &layer.record {
+                rollback.replace(staged, &record)?;
+            }
             rollback.install(&layer.dir, &dir)?;
-        } else if !sidecar.exists() {
-            rollback.install(&layer.sidecar, &sidecar)?;
+        } else {
+            if !sidecar.exists() {
+                rollback.install(&layer.sidecar, &sidecar)?;
+            }
+            // The layer is there (from a gzip blob, say) but its plain blob is not yet: the
+            // record refers to files identical to the staged ones (same diff_id, same tar).
+            if let Some(staged) = &layer.record {
+                rollback.install(staged, &record)?;
+            }
         }
         // Otherwise an identical layer is already there: the staged copy goes with staging.
     }
@@ -175,7 +219,7 @@ pub(crate) fn install_batch(layout: &Layout, batch: &Batch) -> Result<(), ImageE
     // collected by an `rmi` since the batch was staged.
     for image in &batch.images {
         for hex in &image.blobs {
-            if !layout.blob_path(hex).exists() {
+            if !layout.has_blob(hex) {
                 return Err(ImageError::Corrupt(format!(
                     "blob sha256:{hex} disappeared from the store (removed meanwhile?)"
                 )));

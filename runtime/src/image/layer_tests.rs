@@ -3,10 +3,9 @@
 //! the archive formats `load` reads, and hostile or broken archives refused without a trace.
 
 use super::digest::sha256_hex;
-use super::testutil::{MTIME, Tar, gzip, is_root, snapshot};
+use super::testutil::{MTIME, Tar, gzip, is_root, layer_blob, snapshot};
 use super::{CommitRequest, Image, ImageError, ImageStore, Removal, short_layer_path};
 use oci_spec::image::{Arch, Config};
-use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
@@ -151,7 +150,7 @@ fn members(tar: &[u8]) -> Vec<(String, char, String)> {
 }
 
 fn blob(f: &Fixture, hex: &str) -> Vec<u8> {
-    fs::read(f.images_dir().join("blobs/sha256").join(hex)).unwrap()
+    layer_blob(&f.store, hex)
 }
 
 fn top_diff_id(image: &Image) -> String {
@@ -512,19 +511,9 @@ fn save_then_load_into_an_empty_store_is_identical() {
         other.resolve(&base.id).unwrap().references.is_empty(),
         "saved by id: untagged"
     );
-    let blobs = |root: &Path| -> BTreeMap<PathBuf, String> {
-        snapshot(&root.join("images/blobs/sha256"))
-            .into_iter()
-            .filter(|(p, _)| {
-                fs::symlink_metadata(root.join("images/blobs/sha256").join(p))
-                    .is_ok_and(|m| m.is_file())
-            })
-            .collect()
-    };
-    let theirs = blobs(&f.dir.path().join("other"));
     for diff in child.config.rootfs().diff_ids() {
         assert!(
-            theirs.contains_key(Path::new(&diff[7..])),
+            layer_blob(&other, &diff[7..]) == layer_blob(&f.store, &diff[7..]),
             "layer blob {diff} digest-identical"
         );
     }

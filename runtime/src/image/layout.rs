@@ -3,15 +3,18 @@
 
 use super::ImageError;
 use super::digest::{is_sha256_hex, sha256_hex};
+use super::split::Reassembly;
 use crate::state::{LockGuard, write_atomic};
 use nix::fcntl::{Flock, FlockArg};
 use oci_spec::image::ImageIndex;
 use std::fs::{self, File, OpenOptions};
-use std::io;
+use std::io::{self, Read};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+/// Extension of a layer's tar-split record next to its directory.
+pub(crate) const RECORD_EXT: &str = "split";
 const OCI_LAYOUT: &[u8] = b"{\"imageLayoutVersion\":\"1.0.0\"}\n";
 /// Directory of the short layer links, next to `layers/`.
 const LINKS_DIR: &str = "l";
@@ -54,6 +57,42 @@ impl Layout {
 
     pub(crate) fn layer_sidecar(&self, diff_id_hex: &str) -> PathBuf {
         self.layers_dir().join(format!("{diff_id_hex}.json"))
+    }
+
+    /// The tar-split record of a plain layer stored without its blob file (`split.rs`).
+    pub(crate) fn layer_record(&self, diff_id_hex: &str) -> PathBuf {
+        self.layers_dir()
+            .join(format!("{diff_id_hex}.{RECORD_EXT}"))
+    }
+
+    /// Whether the store holds the blob `hex`: as a file, or as a layer's record (with the
+    /// unpacked layer it refers to).
+    pub(crate) fn has_blob(&self, hex: &str) -> bool {
+        self.blob_path(hex).exists()
+            || (self.layer_record(hex).exists() && self.layer_dir(hex).is_dir())
+    }
+
+    /// Opens a layer blob for reading, whichever way it is stored: (bytes, length). The
+    /// reader does not check the digest: the caller hashes what it reads.
+    pub(crate) fn open_layer_blob(&self, hex: &str) -> Result<(Box<dyn Read>, u64), ImageError> {
+        let path = self.blob_path(hex);
+        match File::open(&path) {
+            Ok(file) => {
+                let size = file
+                    .metadata()
+                    .map_err(ImageError::io(format!("cannot read {}", path.display())))?
+                    .len();
+                return Ok((Box::new(file), size));
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(ImageError::io(format!("cannot read {}", path.display()))(e)),
+        }
+        let record = self.layer_record(hex);
+        if !is_sha256_hex(hex) || !record.exists() {
+            return Err(ImageError::Corrupt(format!("blob sha256:{hex} is missing")));
+        }
+        let (stream, size) = Reassembly::open(&record, &self.layer_dir(hex))?;
+        Ok((Box::new(stream), size))
     }
 
     pub(crate) fn tmp_dir(&self) -> PathBuf {

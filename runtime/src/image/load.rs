@@ -4,15 +4,15 @@
 //!    or gzip) — `load_archive`;
 //! 2. its manifests are read (`load_formats`) and every promise checked: each blob's content
 //!    against its digest and size, each layer's uncompressed content against the config's
-//!    diff_id. A layer new to the store goes through the same pipeline as `import` (stored as
-//!    a blob, hashed, unpacked by the same confined unpacker, on two threads); one the store
-//!    already has is only stored and hashed;
+//!    diff_id. A layer new to the store goes through the same pipeline as `import` (hashed,
+//!    unpacked by the same confined unpacker, its blob recorded or stored, on two threads);
+//!    one the store already has is only hashed (and stored, unless the store holds its blob);
 //! 3. the configs are stored byte for byte (an image keeps its id) with an OCI manifest for
 //!    them, and everything is installed in one batch (`install.rs`).
 //!
 //! Any failure before the install leaves the store untouched: everything lived in staging.
 
-use super::archive::{detect_prefix, diff_id_of, import_layer, unpack_blob};
+use super::archive::{BlobPaths, detect_prefix, diff_id_of, import_layer, unpack_blob};
 use super::digest::{HashingWriter, is_sha256_hex};
 use super::install::{Batch, LayerBlob, StagedLayer, install_batch, stage_image, sync_staged};
 use super::layout::{LayerInfo, Staging};
@@ -46,6 +46,8 @@ struct Work<'a> {
     unpacked: HashSet<String>,
     /// Members already proven: member key → (blob, diff_id).
     proven: HashMap<String, (LayerBlob, String)>,
+    /// Layer blobs staged so far (names their staged files).
+    staged: usize,
 }
 
 impl ImageStore {
@@ -92,6 +94,7 @@ impl ImageStore {
             batch: Batch::default(),
             unpacked: HashSet::new(),
             proven: HashMap::new(),
+            staged: 0,
         };
         for d in [&work.layers_dir, &work.blobs_dir] {
             fs::create_dir(d).map_err(ImageError::io(format!("cannot create {}", d.display())))?;
@@ -146,7 +149,8 @@ impl ImageStore {
     ) -> Result<LayerBlob, ImageError> {
         let have = self.layout.layer_dir(diff_id).is_dir() || work.unpacked.contains(diff_id);
         let input = work.files.open(member)?;
-        let blob_path = work.blobs_dir.join(work.batch.blobs.len().to_string());
+        let blob_path = work.blobs_dir.join(work.staged.to_string());
+        work.staged += 1;
         let new_dir = |work: &Work<'_>| -> Result<PathBuf, ImageError> {
             let target = work.layers_dir.join(diff_id);
             fs::create_dir(&target)
@@ -157,12 +161,18 @@ impl ImageStore {
                 )))?;
             Ok(target)
         };
-        // (blob hex, staged blob file, gzip, actual diff_id, unpacked (dir, size))
+        // (blob hex, staged blob file or record, gzip, actual diff_id, unpacked (dir, size))
         let (hex, staged_blob, gzip, actual, unpacked) = match (&member.source, have) {
             (Source::Staged { path, sha256 }, true) => {
                 let (digest, gzip) = diff_id_of(input)?;
                 let actual = digest.unwrap_or_else(|| sha256.clone());
-                (sha256.clone(), path.clone(), gzip, actual, None)
+                (
+                    sha256.clone(),
+                    Staged::Blob(path.clone()),
+                    gzip,
+                    actual,
+                    None,
+                )
             }
             (Source::Staged { path, sha256 }, false) => {
                 let target = new_dir(work)?;
@@ -170,7 +180,7 @@ impl ImageStore {
                 let size = u.unpacked_size;
                 (
                     sha256.clone(),
-                    path.clone(),
+                    Staged::Blob(path.clone()),
                     u.gzip,
                     u.diff_id_hex,
                     Some((target, size)),
@@ -180,15 +190,24 @@ impl ImageStore {
                 let hex = copy_hashing(input, &blob_path)?;
                 let (digest, gzip) = diff_id_of(open(&blob_path)?)?;
                 let actual = digest.unwrap_or_else(|| hex.clone());
-                (hex, blob_path, gzip, actual, None)
+                (hex, Staged::Blob(blob_path), gzip, actual, None)
             }
             (Source::InArchive { .. }, false) => {
                 let target = new_dir(work)?;
-                let imported = import_layer(Chunked::new(input), &blob_path, &target, false)?;
+                let record_path = blob_path.with_extension("split");
+                let paths = BlobPaths {
+                    file: &blob_path,
+                    record: &record_path,
+                };
+                let imported = import_layer(Chunked::new(input), paths, &target, false)?;
                 let size = imported.unpacked_size;
+                let staged = match imported.record {
+                    true => Staged::Record(record_path),
+                    false => Staged::Blob(blob_path),
+                };
                 (
                     imported.blob_hex,
-                    blob_path,
+                    staged,
                     imported.gzip,
                     imported.diff_id_hex,
                     Some((target, size)),
@@ -200,6 +219,13 @@ impl ImageStore {
         if actual != diff_id {
             return Err(mismatch(diff_id, &format!("sha256:{actual}")));
         }
+        let record = match staged_blob {
+            Staged::Blob(path) => {
+                work.batch.blobs.push((hex.clone(), path));
+                None
+            }
+            Staged::Record(path) => Some(path),
+        };
         if let Some((dir, size)) = unpacked {
             let sidecar = work.layers_dir.join(format!("{diff_id}.json"));
             fs::write(&sidecar, LayerInfo { size }.to_bytes()).map_err(ImageError::io(format!(
@@ -210,16 +236,23 @@ impl ImageStore {
                 diff_id_hex: diff_id.to_string(),
                 dir,
                 sidecar,
+                record,
             });
             work.unpacked.insert(diff_id.to_string());
         }
-        work.batch.blobs.push((hex.clone(), staged_blob));
         Ok(LayerBlob {
             hex,
             size: member.size,
             gzip,
         })
     }
+}
+
+/// How a load staged a layer's blob.
+enum Staged {
+    Blob(PathBuf),
+    /// As the record of the layer it unpacked (`split.rs`).
+    Record(PathBuf),
 }
 
 fn mismatch(diff_id: &str, actual: &str) -> ImageError {

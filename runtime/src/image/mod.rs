@@ -5,11 +5,14 @@
 //! images/oci-layout                  {"imageLayoutVersion":"1.0.0"}
 //! images/index.json                  one manifest descriptor per reference (ref.name = "repo:tag");
 //!                                    an untagged image keeps one descriptor without the annotation
-//! images/blobs/sha256/<hex>          layer blobs (as imported/loaded; commits are plain tar),
-//!                                    config and manifest JSON
+//! images/blobs/sha256/<hex>          gzip layer blobs (as imported/loaded), config and
+//!                                    manifest JSON; a plain tar layer's blob only when it
+//!                                    could not be recorded (see `split.rs`)
 //! images/layers/<diff_id hex>/       the unpacked layer in overlay format (whiteouts are 0/0
 //!                                    devices, opaque dirs carry trusted.overlay.opaque=y)
 //! images/layers/<diff_id hex>.json   sidecar with facts about the layer (unpacked size)
+//! images/layers/<diff_id hex>.split  a plain layer's blob as a tar-split record: the bytes
+//!                                    that are not file data, references for the rest
 //! images/l/<12 hex>                  short symlink → ../layers/<diff_id hex>, for mount options
 //! images/tmp/<random>/               staging of in-progress work and garbage collection
 //! ```
@@ -23,8 +26,10 @@
 //! - `reference.rs`: `name[:tag]` validation and normalisation, id forms.
 //! - `changes.rs`: `--change` instructions (CMD, ENV, …) applied to an image config.
 //! - `digest.rs`: sha256 helpers and the hashing readers/writers of the streaming pipelines.
-//! - `archive.rs`: compression detection and the layer pipeline (tee to blob, hash, unpack);
-//!   `pipe.rs`: the in-process pipe between its threads.
+//! - `archive.rs`: compression detection and the layer pipeline (hash, unpack, and store the
+//!   blob or record it); `pipe.rs`: the in-process pipe between its threads.
+//! - `split.rs`: a plain layer's blob as a record beside its unpacked files, and its
+//!   reassembly for `save`.
 //! - `unpack.rs`: writing tar entries beneath a layer directory, kernel-enforced (openat2);
 //!   OCI whiteouts become overlay whiteouts.
 //! - `whiteout.rs`: the overlay ⇄ OCI whiteout rules, in one place.
@@ -53,6 +58,7 @@ mod load_formats;
 mod pipe;
 mod reference;
 mod save;
+mod split;
 mod store;
 mod tar_writer;
 mod unpack;

@@ -9,13 +9,13 @@
 //! matches its digest fails the save instead of spreading.
 
 use super::digest::hex;
+use super::split::reassembly_error;
 use super::store::{Matched, find, parse_json, sha256_hex_of};
 use super::tar_writer::{Kind, Member, TarWriter, buffered};
 use super::{ImageError, ImageStore};
 use oci_spec::image::{ANNOTATION_REF_NAME, ImageManifest};
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
-use std::fs::File;
 use std::io::{self, Read, Write};
 
 /// containerd's (and docker's) annotation for the full image name; `ref.name` holds the tag.
@@ -128,26 +128,16 @@ impl ImageStore {
         tar: &mut TarWriter<std::io::BufWriter<W>>,
         blob: &str,
     ) -> Result<(), ImageError> {
-        let path = self.layout.blob_path(blob);
-        let file = File::open(&path).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => {
-                ImageError::Corrupt(format!("blob sha256:{blob} is missing"))
-            }
-            _ => ImageError::io(format!("cannot read {}", path.display()))(e),
-        })?;
-        let size = file
-            .metadata()
-            .map_err(ImageError::io(format!("cannot read {}", path.display())))?
-            .len();
+        let (stream, size) = self.layout.open_layer_blob(blob)?;
         let mut reader = DigestingReader {
-            inner: file,
+            inner: stream,
             hasher: Sha256::new(),
         };
         tar.append(
             &file_member(&format!("blobs/sha256/{blob}"), size),
             Some(&mut reader),
         )
-        .map_err(ImageError::io("cannot write the archive"))?;
+        .map_err(|e| reassembly_error(e, ImageError::io("cannot write the archive")))?;
         if hex(&reader.hasher.finalize()) != blob {
             return Err(ImageError::Corrupt(format!(
                 "blob sha256:{blob} does not match its digest"

@@ -7,13 +7,15 @@
 //! the index never names something that is not complete on disk. All moves into place, index
 //! changes and garbage collection happen under `locks/images.lock`.
 
-use super::archive::import_layer;
+use super::archive::{BlobPaths, import_layer};
 use super::changes::apply_changes;
 use super::digest::is_sha256_hex;
 use super::install::{
-    Batch, LayerBlob, StagedLayer, add_to_index, install_batch, ref_name, stage_image, sync_staged,
+    Batch, LayerBlob, add_to_index, install_batch, ref_name, stage_image, sync_staged,
 };
-use super::layout::{LayerInfo, Layout, Staging, remove_tree, sweep_stale_staging, sync_dir};
+use super::layout::{
+    LayerInfo, Layout, RECORD_EXT, Staging, remove_tree, sweep_stale_staging, sync_dir,
+};
 use super::pipe::Chunked;
 use super::reference::{IdQuery, normalize_reference, parse_id};
 use super::{Image, ImageError, Removal};
@@ -289,7 +291,14 @@ impl ImageStore {
             let manifest: ImageManifest = parse_json(&self.layout.read_blob(&hex)?, &hex)?;
             blobs.insert(hex);
             for layer in manifest.layers() {
-                blobs.extend(sha256_hex_of(layer.digest()));
+                let Some(hex) = sha256_hex_of(layer.digest()) else {
+                    continue;
+                };
+                // A plain layer's blob may be kept as its layer's record: keep the layer.
+                if !self.layout.blob_path(&hex).exists() {
+                    layers.insert(hex.clone());
+                }
+                blobs.insert(hex);
             }
             let config_hex = sha256_hex_of(manifest.config().digest())
                 .ok_or_else(|| ImageError::Corrupt("manifest with a bad config digest".into()))?;
@@ -310,13 +319,16 @@ impl ImageStore {
         }
         let trash = Staging::new(&self.layout.tmp_dir())?;
         for name in dir_names(&self.layout.layers_dir())? {
-            let hex = name.strip_suffix(".json").unwrap_or(&name);
+            let (hex, beside) = match name.rsplit_once('.') {
+                Some((hex, ext)) if ext == "json" || ext == RECORD_EXT => (hex, true),
+                _ => (name.as_str(), false),
+            };
             if !is_sha256_hex(hex) || layers.contains(hex) {
                 continue;
             }
             let path = self.layout.layers_dir().join(&name);
-            if name.ends_with(".json") {
-                // Sidecars go after their directory (below), or now if orphaned.
+            if beside {
+                // Sidecars and records go after their directory (below), or now if orphaned.
                 if !self.layout.layer_dir(hex).exists() {
                     remove_tree(&path)
                         .map_err(ImageError::io(format!("cannot remove {}", path.display())))?;
@@ -327,11 +339,15 @@ impl ImageStore {
             // half-deleted directory that a later import would take for a complete layer.
             fs::rename(&path, trash.path().join(&name))
                 .map_err(ImageError::io(format!("cannot remove {}", path.display())))?;
-            let sidecar = self.layout.layer_sidecar(hex);
-            remove_tree(&sidecar).map_err(ImageError::io(format!(
-                "cannot remove {}",
-                sidecar.display()
-            )))?;
+            for beside in [
+                self.layout.layer_sidecar(hex),
+                self.layout.layer_record(hex),
+            ] {
+                remove_tree(&beside).map_err(ImageError::io(format!(
+                    "cannot remove {}",
+                    beside.display()
+                )))?;
+            }
         }
         sync_dir(&self.layout.layers_dir())?;
         sync_dir(&self.layout.blobs_dir())?;
@@ -351,6 +367,7 @@ fn stage_import(
 ) -> Result<(Batch, Image), ImageError> {
     let dir = staging.path();
     let blob = dir.join("blob");
+    let record = dir.join("blob.split");
     let layer_dir = dir.join("layer");
     // The layer root is the container's `/`: 0755 unless the archive says otherwise (its
     // `./` entry), whatever our umask.
@@ -360,7 +377,11 @@ fn stage_import(
             "cannot create {}",
             layer_dir.display()
         )))?;
-    let layer = import_layer(Chunked::new(archive), &blob, &layer_dir, false)?;
+    let paths = BlobPaths {
+        file: &blob,
+        record: &record,
+    };
+    let layer = import_layer(Chunked::new(archive), paths, &layer_dir, false)?;
 
     let created = Timestamp::now().to_rfc3339();
     complete_config(&mut config, &layer.diff_id_hex, &created);
@@ -374,12 +395,7 @@ fn stage_import(
         sidecar.display()
     )))?;
     let mut batch = Batch::default();
-    batch.blobs.push((layer.blob_hex.clone(), blob));
-    batch.layers.push(StagedLayer {
-        diff_id_hex: layer.diff_id_hex.clone(),
-        dir: layer_dir,
-        sidecar,
-    });
+    batch.add_layer(&layer, &blob, &record, layer_dir, sidecar);
     let blobs = [LayerBlob {
         hex: layer.blob_hex.clone(),
         size: layer.blob_size,

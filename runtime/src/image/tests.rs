@@ -2,7 +2,7 @@
 //! garbage collection, all in throwaway state roots.
 
 use super::digest::sha256_hex;
-use super::testutil::{MTIME, Spec, Tar, gzip, is_root, snapshot};
+use super::testutil::{MTIME, Spec, Tar, gzip, is_root, layer_blob, snapshot};
 use super::{Image, ImageError, ImageStore, Removal};
 use std::fs;
 use std::io::{self, Read};
@@ -174,9 +174,19 @@ fn round_trip_of_every_entry_type_plain_and_gzip() {
         top.sort();
         assert_eq!(top, ["bin", "etc", "ro", "run", "tmp"]);
 
-        // The OCI layout: blob as given, config and manifest content-addressed.
+        // The OCI layout: blob as given (a plain one kept as its record, given back byte for
+        // byte), config and manifest content-addressed.
         let blobs = f.images_dir().join("blobs/sha256");
-        assert_eq!(fs::read(blobs.join(sha256_hex(&input))).unwrap(), input);
+        let blob_hex = sha256_hex(&input);
+        assert!(
+            layer_blob(&f.store, &blob_hex) == input,
+            "the blob as imported"
+        );
+        assert_eq!(
+            blobs.join(&blob_hex).exists(),
+            compress,
+            "a blob file for gzip only"
+        );
         let config_bytes = fs::read(blobs.join(&image.id["sha256:".len()..])).unwrap();
         assert_eq!(format!("sha256:{}", sha256_hex(&config_bytes)), image.id);
         let config: serde_json::Value = serde_json::from_slice(&config_bytes).unwrap();
@@ -749,13 +759,17 @@ fn identical_layers_are_stored_once() {
     let layers: Vec<_> = fs::read_dir(f.images_dir().join("layers"))
         .unwrap()
         .collect();
-    assert_eq!(layers.len(), 2, "one layer dir and its sidecar");
-    // Blobs: plain and gzip layer, 3 configs, 3 manifests.
+    assert_eq!(
+        layers.len(),
+        3,
+        "one layer dir, its sidecar and the plain blob's record"
+    );
+    // Blob files: the gzip layer, 3 configs, 3 manifests.
     assert_eq!(
         fs::read_dir(f.images_dir().join("blobs/sha256"))
             .unwrap()
             .count(),
-        8
+        7
     );
     assert_eq!(fs::read_dir(f.images_dir().join("tmp")).unwrap().count(), 0);
     let listed = f.store.list().unwrap();

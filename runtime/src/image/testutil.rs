@@ -219,3 +219,16 @@ fn pax_record_lengths_count_themselves() {
     let long = pax_record("k", &[b'v'; 95]);
     assert_eq!(long.len().to_string(), String::from_utf8_lossy(&long[..3]));
 }
+
+/// The bytes of a layer blob in `store`, whichever way it is kept (file or record).
+pub(crate) fn layer_blob(store: &super::ImageStore, hex: &str) -> Vec<u8> {
+    let (mut stream, size) = store.layout.open_layer_blob(hex).unwrap();
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut stream, &mut bytes).unwrap();
+    assert_eq!(
+        bytes.len() as u64,
+        size,
+        "layer blob {hex}: its recorded length"
+    );
+    bytes
+}

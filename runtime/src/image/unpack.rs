@@ -118,6 +118,74 @@ struct Meta {
     xattrs: Vec<(CString, Vec<u8>)>,
 }
 
+/// What an entry does to the layer, as an observer of [`Unpacker::add_observed`] sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Effect {
+    /// Removes and replaces nothing (aufs metadata, a whiteout, an opaque marker).
+    Nothing,
+    /// A directory at the path: one already there is kept, anything else replaced.
+    Directory,
+    /// A regular file holding exactly the entry's data, replacing what was at the path.
+    File,
+    /// Anything else at the path (symlink, hard link, node, sparse file), replacing what was
+    /// there.
+    Other,
+}
+
+/// An entry about to be unpacked: where, what it does, and where its data lies in the tar
+/// stream (`data_len` bytes from offset `data_at`).
+pub(crate) struct Seen<'a> {
+    pub(crate) path: &'a Path,
+    pub(crate) effect: Effect,
+    pub(crate) data_at: u64,
+    pub(crate) data_len: u64,
+}
+
+/// How [`Unpacker::add_observed`] handles an entry: decided once, so that what the observer
+/// is told is what is done.
+enum Action {
+    Aufs,
+    Opaque,
+    Whiteout(Vec<u8>),
+    Directory,
+    /// A file, link or node at the path, by the entry's type.
+    Create,
+}
+
+impl Action {
+    fn of(kind: EntryType, raw: &[u8], path: &Path) -> Action {
+        if path
+            .iter()
+            .any(|c| whiteout::classify(c.as_bytes()) == OciName::AufsMeta)
+        {
+            return Action::Aufs;
+        }
+        if let Some(name) = path.file_name() {
+            match whiteout::classify(name.as_bytes()) {
+                OciName::Opaque => return Action::Opaque,
+                OciName::Whiteout(target) => return Action::Whiteout(target.to_vec()),
+                OciName::Plain | OciName::AufsMeta => {}
+            }
+        }
+        // Pre-POSIX archives mark directories as regular files whose name ends in '/'.
+        if kind.is_dir() || (kind == EntryType::Regular && raw.ends_with(b"/")) {
+            return Action::Directory;
+        }
+        Action::Create
+    }
+
+    fn effect(&self, kind: EntryType) -> Effect {
+        match self {
+            Action::Aufs | Action::Opaque | Action::Whiteout(_) => Effect::Nothing,
+            Action::Directory => Effect::Directory,
+            Action::Create if matches!(kind, EntryType::Regular | EntryType::Continuous) => {
+                Effect::File
+            }
+            Action::Create => Effect::Other,
+        }
+    }
+}
+
 /// An entry's name for messages (lossy UTF-8 of the archive's bytes).
 type Shown<'a> = &'a str;
 
@@ -154,8 +222,13 @@ impl Unpacker {
         self.entries
     }
 
-    /// Creates one entry (reading its data from the archive).
-    pub(crate) fn add<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<(), ImageError> {
+    /// Creates one entry (reading its data from the archive), telling `observe` what it is about to do first (the tar-split
+    /// recorder of `split.rs` must act before an entry replaces anything).
+    pub(crate) fn add_observed<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        observe: &mut dyn FnMut(&Seen) -> Result<(), ImageError>,
+    ) -> Result<(), ImageError> {
         let kind = entry.header().entry_type();
         if kind.is_pax_global_extensions() {
             // Archive-wide defaults (usually just a comment such as git's commit id).
@@ -167,28 +240,22 @@ impl Unpacker {
         let meta = read_meta(entry, &shown)?;
         self.entries += 1;
 
-        if path
-            .iter()
-            .any(|c| whiteout::classify(c.as_bytes()) == OciName::AufsMeta)
-        {
-            log::debug!("skipping aufs metadata entry {shown:?}");
-            return Ok(());
-        }
-        if let Some(name) = path.file_name() {
-            match whiteout::classify(name.as_bytes()) {
-                OciName::Opaque => return self.opaque(&path, &shown),
-                OciName::Whiteout(target) => {
-                    let target = target.to_vec();
-                    return self.whiteout(&path, &target, &shown);
-                }
-                OciName::Plain | OciName::AufsMeta => {}
+        let action = Action::of(kind, &raw, &path);
+        observe(&Seen {
+            path: &path,
+            effect: action.effect(kind),
+            data_at: entry.raw_file_position(),
+            data_len: entry.size(),
+        })?;
+        match action {
+            Action::Aufs => {
+                log::debug!("skipping aufs metadata entry {shown:?}");
+                return Ok(());
             }
-        }
-
-        // Pre-POSIX archives mark directories as regular files whose name ends in '/'.
-        let is_dir = kind.is_dir() || (kind == EntryType::Regular && raw.ends_with(b"/"));
-        if is_dir {
-            return self.directory(path, meta, &shown);
+            Action::Opaque => return self.opaque(&path, &shown),
+            Action::Whiteout(target) => return self.whiteout(&path, &target, &shown),
+            Action::Directory => return self.directory(path, meta, &shown),
+            Action::Create => {}
         }
         let Some(name) = path.file_name().map(OsStr::to_os_string) else {
             return Err(ImageError::InvalidArchive(format!(
@@ -658,7 +725,7 @@ fn clean_path(raw: &[u8]) -> Result<PathBuf, &'static str> {
 }
 
 /// openat2 confined to `dir`: no `..` out of it, no symlinks, no /proc magic links.
-fn open_beneath(dir: BorrowedFd, path: &Path, flags: OFlag) -> Result<OwnedFd, Errno> {
+pub(crate) fn open_beneath(dir: BorrowedFd, path: &Path, flags: OFlag) -> Result<OwnedFd, Errno> {
     let path = if path.as_os_str().is_empty() {
         Path::new(".")
     } else {
