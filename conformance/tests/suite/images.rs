@@ -479,14 +479,28 @@ fn save_then_load_into_an_empty_root_runs_the_same_files() {
     );
     let layers = ct.image_layers("changed:v1");
     assert_eq!(other.image_layers("changed:v1"), layers);
-    // Digest-identical layer blobs in both stores.
+    // Digest-identical layer blobs from both stores.
+    let blobs = |c: &Carton| {
+        let file = c.path("again.tar");
+        c.cmd()
+            .args(["save", "-o"])
+            .arg(&file)
+            .arg("changed:v1")
+            .stdout_ok();
+        read_archive(&std::fs::read(&file).expect("read the saved archive"))
+    };
+    let (ours, theirs) = (blobs(&ct), blobs(&other));
     for diff_id in &layers {
         // Plain layers: the blob's digest is the diff_id.
-        let blob = |c: &Carton| {
-            std::fs::read(c.root().join("images/blobs/sha256").join(&diff_id[7..]))
-                .unwrap_or_else(|e| panic!("layer blob {diff_id}: {e}"))
+        let path = format!("blobs/sha256/{}", &diff_id[7..]);
+        let blob = |members: &[(String, Vec<u8>)]| {
+            members
+                .iter()
+                .find(|(p, _)| *p == path)
+                .map(|(_, data)| data.clone())
+                .unwrap_or_else(|| panic!("no layer blob {diff_id} saved"))
         };
-        assert!(blob(&ct) == blob(&other), "layer blob {diff_id} differs");
+        assert!(blob(&ours) == blob(&theirs), "layer blob {diff_id} differs");
     }
     assert_eq!(
         other.history_rows("changed:v1").len(),
@@ -529,10 +543,7 @@ fn rmi_frees_the_disk_a_commit_used() {
     ]);
     let id = ct.commit(&["writer", "payload:1"]);
     ct.cmd().args(["tag", "payload:1", "payload:2"]).stdout_ok();
-    assert!(
-        disk_usage(&images) > usage + (30 << 20),
-        "layer dir + blob stored"
-    );
+    assert!(disk_usage(&images) > usage + (15 << 20), "the layer stored");
 
     // In use by a container: deleting it is refused.
     ct.run_ok(["--name", "user", "payload:1", "true"]);

@@ -18,6 +18,7 @@ mod image_bad_input;
 mod image_interop;
 mod images;
 mod isolation;
+mod layer_storage;
 mod lifecycle;
 mod limits;
 mod logs;
