@@ -31,7 +31,7 @@ use flate2::read::MultiGzDecoder;
 use sha2::{Digest as _, Sha256};
 use std::fs::OpenOptions;
 use std::io::{self, Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::sync_channel;
 
 /// What one pass produced (everything staged, nothing installed yet).
@@ -85,11 +85,21 @@ fn detect(prefix: &[u8]) -> Result<Compression, ImageError> {
 }
 
 /// Where [`import_layer`] may put a layer's blob: one of the two is created.
-pub(crate) struct BlobPaths<'a> {
+pub(crate) struct BlobPaths {
     /// The blob file (a compressed layer, or a plain one that could not be recorded).
-    pub(crate) file: &'a Path,
+    pub(crate) file: PathBuf,
     /// The tar-split record of a plain layer (`split.rs`).
-    pub(crate) record: &'a Path,
+    pub(crate) record: PathBuf,
+}
+
+impl BlobPaths {
+    /// `<dir>/<name>` and `<dir>/<name>.split`, in a staging directory.
+    pub(crate) fn staged(dir: &Path, name: &str) -> BlobPaths {
+        BlobPaths {
+            file: dir.join(name),
+            record: dir.join(format!("{name}.split")),
+        }
+    }
 }
 
 /// Streams `input` into the layer blob and unpacks it into `layer_dir` (an existing empty
@@ -98,7 +108,7 @@ pub(crate) struct BlobPaths<'a> {
 /// archive without entries is refused unless `allow_empty` (an unchanged commit).
 pub(crate) fn import_layer(
     mut input: impl ChunkSource,
-    blob: BlobPaths<'_>,
+    blob: &BlobPaths,
     layer_dir: &Path,
     allow_empty: bool,
 ) -> Result<Imported, ImageError> {
@@ -124,7 +134,7 @@ pub(crate) fn import_layer(
             OpenOptions::new()
                 .write(true)
                 .create_new(true)
-                .open(blob.file)
+                .open(&blob.file)
                 .map_err(ImageError::io(format!(
                     "cannot create {}",
                     blob.file.display()
@@ -133,7 +143,7 @@ pub(crate) fn import_layer(
         Compression::None => None,
     };
     let recorder = match compression {
-        Compression::None => Some((layer_dir, blob.record, blob.file)),
+        Compression::None => Some((layer_dir, &blob.record, &blob.file)),
         Compression::Gzip => None,
     };
     let mut unpacker = Unpacker::new(layer_dir)?;

@@ -146,7 +146,7 @@ impl Commit<'_> {
     pub fn read_layer(&mut self, upper: &Path, mount_points: &[PathBuf]) -> Result<(), ImageError> {
         let omit = placeholders(upper, &self.parent_dirs, mount_points);
         let dir = self.staging.path();
-        let blob = dir.join("blob");
+        let blob = BlobPaths::staged(dir, "blob");
         let layer_dir = dir.join("layer");
         fs::create_dir(&layer_dir)
             .and_then(|()| fs::set_permissions(&layer_dir, fs::Permissions::from_mode(0o755)))
@@ -161,12 +161,7 @@ impl Commit<'_> {
         });
         // The reader end is consumed (and dropped) here, so a failing import never leaves the
         // walker blocked on a full pipe.
-        let record = dir.join("blob.split");
-        let paths = BlobPaths {
-            file: &blob,
-            record: &record,
-        };
-        let imported = import_layer(from_walker, paths, &layer_dir, true);
+        let imported = import_layer(from_walker, &blob, &layer_dir, true);
         let walked = walker
             .join()
             .unwrap_or_else(|_| Err(ImageError::Corrupt("the layer walker panicked".into())));
@@ -198,8 +193,7 @@ impl Commit<'_> {
             )))?;
             batch.add_layer(
                 &layer,
-                &dir.join("blob"),
-                &dir.join("blob.split"),
+                &BlobPaths::staged(&dir, "blob"),
                 dir.join("layer"),
                 sidecar,
             );

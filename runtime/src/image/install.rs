@@ -9,7 +9,7 @@
 //! then exactly as before, with no orphan blob and no half-installed layer.
 
 use super::ImageError;
-use super::archive::Imported;
+use super::archive::{BlobPaths, Imported};
 use super::digest::sha256_hex;
 use super::layout::{Layout, install, remove_tree, sync_dir};
 use oci_spec::image::{
@@ -43,26 +43,24 @@ pub(crate) struct StagedLayer {
 
 impl Batch {
     /// Adds a layer that [`import_layer`] staged: its unpacked directory (with `sidecar`) and
-    /// its blob, a file at `blob` or the record at `record`, whichever the import kept.
+    /// its blob, the file or the record of `blob`, whichever the import kept.
     ///
     /// [`import_layer`]: super::archive::import_layer
     pub(crate) fn add_layer(
         &mut self,
         layer: &Imported,
-        blob: &Path,
-        record: &Path,
+        blob: &BlobPaths,
         dir: PathBuf,
         sidecar: PathBuf,
     ) {
         if !layer.record {
-            self.blobs
-                .push((layer.blob_hex.clone(), blob.to_path_buf()));
+            self.blobs.push((layer.blob_hex.clone(), blob.file.clone()));
         }
         self.layers.push(StagedLayer {
             diff_id_hex: layer.diff_id_hex.clone(),
             dir,
             sidecar,
-            record: layer.record.then(|| record.to_path_buf()),
+            record: layer.record.then(|| blob.record.clone()),
         });
     }
 }

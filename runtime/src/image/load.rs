@@ -149,7 +149,7 @@ impl ImageStore {
     ) -> Result<LayerBlob, ImageError> {
         let have = self.layout.layer_dir(diff_id).is_dir() || work.unpacked.contains(diff_id);
         let input = work.files.open(member)?;
-        let blob_path = work.blobs_dir.join(work.staged.to_string());
+        let blob = BlobPaths::staged(&work.blobs_dir, &work.staged.to_string());
         work.staged += 1;
         let new_dir = |work: &Work<'_>| -> Result<PathBuf, ImageError> {
             let target = work.layers_dir.join(diff_id);
@@ -187,23 +187,18 @@ impl ImageStore {
                 )
             }
             (Source::InArchive { .. }, true) => {
-                let hex = copy_hashing(input, &blob_path)?;
-                let (digest, gzip) = diff_id_of(open(&blob_path)?)?;
+                let hex = copy_hashing(input, &blob.file)?;
+                let (digest, gzip) = diff_id_of(open(&blob.file)?)?;
                 let actual = digest.unwrap_or_else(|| hex.clone());
-                (hex, Staged::Blob(blob_path), gzip, actual, None)
+                (hex, Staged::Blob(blob.file), gzip, actual, None)
             }
             (Source::InArchive { .. }, false) => {
                 let target = new_dir(work)?;
-                let record_path = blob_path.with_extension("split");
-                let paths = BlobPaths {
-                    file: &blob_path,
-                    record: &record_path,
-                };
-                let imported = import_layer(Chunked::new(input), paths, &target, false)?;
+                let imported = import_layer(Chunked::new(input), &blob, &target, false)?;
                 let size = imported.unpacked_size;
                 let staged = match imported.record {
-                    true => Staged::Record(record_path),
-                    false => Staged::Blob(blob_path),
+                    true => Staged::Record(blob.record),
+                    false => Staged::Blob(blob.file),
                 };
                 (
                     imported.blob_hex,

@@ -266,7 +266,7 @@ impl State {
         record.out.flush().map_err(record_error)?;
         let blob_error = || ImageError::io(format!("cannot write {}", self.blob_path.display()));
         let mut blob = BufWriter::with_capacity(256 * 1024, create_new(&self.blob_path)?);
-        let mut replay = Reassembly::open_partial(&self.record_path, &self.layer_root)?;
+        let (mut replay, _) = Reassembly::open_at(&self.record_path, &self.layer_root, false)?;
         let rebuilt =
             io::copy(&mut replay, &mut blob).map_err(|e| reassembly_error(e, blob_error()))?;
         if rebuilt != record.pending_at {
@@ -355,58 +355,38 @@ impl Reassembly {
         record_path: &Path,
         layer_dir: &Path,
     ) -> Result<(Reassembly, u64), ImageError> {
-        let layer_root = open_dir(layer_dir)?;
-        let mut reassembly = Reassembly::open_at(record_path, &layer_root, true)?;
+        Reassembly::open_at(record_path, &open_dir(layer_dir)?, true)
+    }
+
+    /// `complete`: false for a record still being written (read up to where it is so far).
+    fn open_at(
+        record_path: &Path,
+        layer_root: &OwnedFd,
+        complete: bool,
+    ) -> Result<(Reassembly, u64), ImageError> {
+        let read_error = || ImageError::io(format!("cannot read {}", record_path.display()));
+        let mut record =
+            BufReader::with_capacity(64 * 1024, File::open(record_path).map_err(read_error())?);
         let mut header = [0u8; 16];
-        reassembly
-            .record
-            .read_exact(&mut header)
-            .map_err(ImageError::io(format!(
-                "cannot read {}",
-                record_path.display()
-            )))?;
-        if &header[..8] != MAGIC {
+        record.read_exact(&mut header).map_err(read_error())?;
+        let (magic, total) = header.split_at(8);
+        if magic != MAGIC {
             return Err(ImageError::Corrupt(format!(
                 "{} is not a layer record",
                 record_path.display()
             )));
         }
-        let total = u64::from_le_bytes(header[8..].try_into().unwrap_or_default());
-        Ok((reassembly, total))
-    }
-
-    /// A record being written: read up to where it is so far.
-    fn open_partial(record_path: &Path, layer_root: &OwnedFd) -> Result<Reassembly, ImageError> {
-        let mut reassembly = Reassembly::open_at(record_path, layer_root, false)?;
-        let mut header = [0u8; 16];
-        reassembly
-            .record
-            .read_exact(&mut header)
-            .map_err(ImageError::io(format!(
-                "cannot read {}",
-                record_path.display()
-            )))?;
-        Ok(reassembly)
-    }
-
-    fn open_at(
-        record_path: &Path,
-        layer_root: &OwnedFd,
-        complete: bool,
-    ) -> Result<Reassembly, ImageError> {
-        let record = File::open(record_path).map_err(ImageError::io(format!(
-            "cannot read {}",
-            record_path.display()
-        )))?;
+        let total = u64::from_le_bytes(total.try_into().unwrap_or_default());
         let layer_root = layer_root
             .try_clone()
             .map_err(ImageError::io("cannot open the layer directory"))?;
-        Ok(Reassembly {
-            record: BufReader::with_capacity(64 * 1024, record),
+        let reassembly = Reassembly {
+            record,
             layer_root,
             part: Part::Next,
             complete,
-        })
+        };
+        Ok((reassembly, total))
     }
 
     /// Reads the next segment's head from the record.

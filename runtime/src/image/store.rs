@@ -366,8 +366,7 @@ fn stage_import(
     reference: Option<String>,
 ) -> Result<(Batch, Image), ImageError> {
     let dir = staging.path();
-    let blob = dir.join("blob");
-    let record = dir.join("blob.split");
+    let blob = BlobPaths::staged(dir, "blob");
     let layer_dir = dir.join("layer");
     // The layer root is the container's `/`: 0755 unless the archive says otherwise (its
     // `./` entry), whatever our umask.
@@ -377,11 +376,7 @@ fn stage_import(
             "cannot create {}",
             layer_dir.display()
         )))?;
-    let paths = BlobPaths {
-        file: &blob,
-        record: &record,
-    };
-    let layer = import_layer(Chunked::new(archive), paths, &layer_dir, false)?;
+    let layer = import_layer(Chunked::new(archive), &blob, &layer_dir, false)?;
 
     let created = Timestamp::now().to_rfc3339();
     complete_config(&mut config, &layer.diff_id_hex, &created);
@@ -395,7 +390,7 @@ fn stage_import(
         sidecar.display()
     )))?;
     let mut batch = Batch::default();
-    batch.add_layer(&layer, &blob, &record, layer_dir, sidecar);
+    batch.add_layer(&layer, &blob, layer_dir, sidecar);
     let blobs = [LayerBlob {
         hex: layer.blob_hex.clone(),
         size: layer.blob_size,
