@@ -187,10 +187,22 @@ impl ImageStore {
                 )
             }
             (Source::InArchive { .. }, true) => {
-                let hex = copy_hashing(input, &blob.file)?;
-                let (digest, gzip) = diff_id_of(open(&blob.file)?)?;
+                // Read in place: a copy is staged only when the store lacks the blob (it
+                // usually has it, maybe as the layer's record: a shared base layer).
+                let hex = hash_of(input)?;
+                let (digest, gzip) = diff_id_of(work.files.open(member)?)?;
                 let actual = digest.unwrap_or_else(|| hex.clone());
-                (hex, Staged::Blob(blob.file), gzip, actual, None)
+                let staged = if self.layout.has_blob(&hex) {
+                    Staged::InStore
+                } else {
+                    if copy_hashing(work.files.open(member)?, &blob.file)? != hex {
+                        return Err(ImageError::InvalidArchive(
+                            "the archive changed while it was read".into(),
+                        ));
+                    }
+                    Staged::Blob(blob.file)
+                };
+                (hex, staged, gzip, actual, None)
             }
             (Source::InArchive { .. }, false) => {
                 let target = new_dir(work)?;
@@ -220,6 +232,7 @@ impl ImageStore {
                 None
             }
             Staged::Record(path) => Some(path),
+            Staged::InStore => None,
         };
         if let Some((dir, size)) = unpacked {
             let sidecar = work.layers_dir.join(format!("{diff_id}.json"));
@@ -248,6 +261,8 @@ enum Staged {
     Blob(PathBuf),
     /// As the record of the layer it unpacked (`split.rs`).
     Record(PathBuf),
+    /// Not staged: the store holds it already.
+    InStore,
 }
 
 fn mismatch(diff_id: &str, actual: &str) -> ImageError {
@@ -256,8 +271,11 @@ fn mismatch(diff_id: &str, actual: &str) -> ImageError {
     ))
 }
 
-fn open(path: &Path) -> Result<File, ImageError> {
-    File::open(path).map_err(ImageError::io(format!("cannot read {}", path.display())))
+/// The sha256 hex of what `input` holds.
+fn hash_of(mut input: impl Read) -> Result<String, ImageError> {
+    let mut hashing = HashingWriter::new(io::sink());
+    io::copy(&mut input, &mut hashing).map_err(ImageError::io("cannot read the archive"))?;
+    Ok(hashing.finish().0)
 }
 
 /// Copies `input` into a new file at `path`; returns the sha256 hex of what was copied.

@@ -783,6 +783,44 @@ mod tests {
     }
 
     #[test]
+    fn a_loaded_layer_the_store_has_unpacked_is_stored_once() {
+        use super::super::testutil::{gzip, snapshot};
+        let bytes = Tar::new().file("a", b"content", 0o644).finish();
+        let source = Fixture::new();
+        source.import(&bytes, "src:1");
+        let archive = source.save("src:1").unwrap();
+        let load = |f: &Fixture| {
+            let mut file = tempfile::tempfile().unwrap();
+            std::io::Write::write_all(&mut file, &archive).unwrap();
+            f.store.load_file(file).unwrap();
+        };
+
+        // The layer and its blob (as a record) are there: loading adds only the image.
+        let f = Fixture::new();
+        f.import(&bytes, "mine:1");
+        let layers = snapshot(&f.images.join("layers"));
+        let blob_files = snapshot(&f.images.join("blobs/sha256")).len();
+        load(&f);
+        assert_eq!(snapshot(&f.images.join("layers")), layers);
+        assert_eq!(
+            snapshot(&f.images.join("blobs/sha256")).len(),
+            blob_files + 2,
+            "the loaded image's config and manifest, no layer blob"
+        );
+
+        // The layer is there from a gzip blob: the plain blob is stored, as a file.
+        let f = Fixture::new();
+        f.store
+            .import(&gzip(&bytes)[..], Some("zipped:1"), &[])
+            .unwrap();
+        load(&f);
+        let hex = sha256_hex(&bytes);
+        assert!(f.images.join("blobs/sha256").join(&hex).is_file());
+        assert!(layer_blob(&f.store, &hex) == bytes);
+        f.save("src:1").unwrap();
+    }
+
+    #[test]
     fn rmi_removes_the_record_with_its_layer() {
         let f = Fixture::new();
         let bytes = Tar::new().file("a", b"content", 0o644).finish();
