@@ -55,7 +55,9 @@ const END: u8 = b'E';
 /// Raw bytes held before they are written out as a segment (a long symlink target or a pax
 /// record is small; this bounds what an odd entry with data of its own costs in memory).
 const PENDING_MAX: usize = 1 << 20;
-/// Longest path a record may name (PATH_MAX).
+/// Paths a record may name are shorter (PATH_MAX): a longer one, which the unpacker can still
+/// create below a parent it opened, could not be reopened in one `openat2` (ENAMETOOLONG), so
+/// such a file's data is copied into the record instead.
 const PATH_MAX: u32 = 4096;
 
 /// How a recorded layer's blob ended up stored.
@@ -243,7 +245,12 @@ impl State {
         }
         // A file's data is referenced when nothing of it has passed yet (the tar reader has
         // just read the headers before it); otherwise it is simply copied like any other byte.
-        if seen.effect == Effect::File && seen.data_len > 0 && self.pos == seen.data_at {
+        let reopenable = seen.path.as_os_str().len() < PATH_MAX as usize;
+        if seen.effect == Effect::File
+            && seen.data_len > 0
+            && self.pos == seen.data_at
+            && reopenable
+        {
             record.reference(seen).map_err(ImageError::io(format!(
                 "cannot write {}",
                 self.record_path.display()
@@ -406,7 +413,7 @@ impl Reassembly {
                 let mut n = [0u8; 4];
                 self.record.read_exact(&mut n)?;
                 let n = u32::from_le_bytes(n);
-                if n == 0 || n > PATH_MAX {
+                if n == 0 || n >= PATH_MAX {
                     return Err(bad_record("a file reference has a bad path length"));
                 }
                 let mut path = vec![0u8; n as usize];
@@ -537,6 +544,8 @@ mod tests {
     use super::super::digest::sha256_hex;
     use super::super::testutil::{Tar, layer_blob};
     use super::super::{ImageError, ImageStore};
+    use nix::fcntl::OFlag;
+    use nix::sys::stat::Mode;
     use std::fs;
     use std::path::PathBuf;
 
@@ -818,6 +827,28 @@ mod tests {
         assert!(f.images.join("blobs/sha256").join(&hex).is_file());
         assert!(layer_blob(&f.store, &hex) == bytes);
         f.save("src:1").unwrap();
+    }
+
+    #[test]
+    fn a_file_whose_path_is_too_long_to_reopen_is_copied_into_the_record() {
+        let f = Fixture::new();
+        // A parent path under PATH_MAX, the file's own path over it.
+        let parent = vec!["d".repeat(249); 16].join("/");
+        let path = format!("{parent}/{}", "f".repeat(200));
+        assert!(parent.len() < 4096 && path.len() > 4096);
+        let bytes = Tar::new().long(&path, b"deep data").finish();
+        assert!(f.import(&bytes, "deep:1"), "kept as a record");
+        // Read as the unpacker wrote it: the parent first, then the file relative to it.
+        let layer = fs::File::open(f.layer(&bytes)).unwrap();
+        let open = |dir: &fs::File, path: &str| -> fs::File {
+            let flags = OFlag::O_RDONLY | OFlag::O_CLOEXEC;
+            nix::fcntl::openat(dir, path, flags, Mode::empty())
+                .unwrap()
+                .into()
+        };
+        let file = open(&open(&layer, &parent), &"f".repeat(200));
+        assert_eq!(std::io::read_to_string(file).unwrap(), "deep data");
+        f.save("deep:1").unwrap();
     }
 
     #[test]
