@@ -34,9 +34,8 @@
 //! save instead of spreading).
 
 use super::ImageError;
-use super::unpack::{Effect, Seen, open_beneath};
+use super::unpack::{Effect, Seen, open_beneath, open_layer_dir};
 use nix::fcntl::OFlag;
-use nix::sys::stat::Mode;
 use std::cell::RefCell;
 use std::collections::HashSet;
 use std::ffi::OsStr;
@@ -117,7 +116,7 @@ impl Recorder {
         record_path: &Path,
         blob_path: &Path,
     ) -> Result<Recorder, ImageError> {
-        let layer_root = open_dir(layer_dir)?;
+        let layer_root = open_layer_dir(layer_dir)?;
         let mut out = BufWriter::with_capacity(64 * 1024, create_new(record_path)?);
         out.write_all(MAGIC)
             .and_then(|()| out.write_all(&0u64.to_le_bytes()))
@@ -362,7 +361,7 @@ impl Reassembly {
         record_path: &Path,
         layer_dir: &Path,
     ) -> Result<(Reassembly, u64), ImageError> {
-        Reassembly::open_at(record_path, &open_dir(layer_dir)?, true)
+        Reassembly::open_at(record_path, &open_layer_dir(layer_dir)?, true)
     }
 
     /// `complete`: false for a record still being written (read up to where it is so far).
@@ -517,18 +516,6 @@ fn read_u64(input: &mut impl Read) -> io::Result<u64> {
     let mut bytes = [0u8; 8];
     input.read_exact(&mut bytes)?;
     Ok(u64::from_le_bytes(bytes))
-}
-
-fn open_dir(dir: &Path) -> Result<OwnedFd, ImageError> {
-    nix::fcntl::open(
-        dir,
-        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| ImageError::Io {
-        context: format!("cannot open layer directory {}", dir.display()),
-        source: e.into(),
-    })
 }
 
 fn create_new(path: &Path) -> Result<File, ImageError> {

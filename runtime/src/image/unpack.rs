@@ -192,15 +192,7 @@ type Shown<'a> = &'a str;
 impl Unpacker {
     /// `layer_dir` must be an empty directory that only this unpacker writes to.
     pub(crate) fn new(layer_dir: &Path) -> Result<Unpacker, ImageError> {
-        let root = nix::fcntl::open(
-            layer_dir,
-            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| ImageError::Io {
-            context: format!("cannot open layer directory {}", layer_dir.display()),
-            source: e.into(),
-        })?;
+        let root = open_layer_dir(layer_dir)?;
         let fresh = Fresh::of(root.as_fd()).map_err(|e| ImageError::Io {
             context: format!("cannot inspect layer directory {}", layer_dir.display()),
             source: e.into(),
@@ -725,6 +717,19 @@ fn clean_path(raw: &[u8]) -> Result<PathBuf, &'static str> {
 }
 
 /// openat2 confined to `dir`: no `..` out of it, no symlinks, no /proc magic links.
+/// The layer directory as the anchor of `*at()` calls and [`open_beneath`] (an O_PATH fd).
+pub(crate) fn open_layer_dir(layer_dir: &Path) -> Result<OwnedFd, ImageError> {
+    nix::fcntl::open(
+        layer_dir,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| ImageError::Io {
+        context: format!("cannot open layer directory {}", layer_dir.display()),
+        source: e.into(),
+    })
+}
+
 pub(crate) fn open_beneath(dir: BorrowedFd, path: &Path, flags: OFlag) -> Result<OwnedFd, Errno> {
     let path = if path.as_os_str().is_empty() {
         Path::new(".")
