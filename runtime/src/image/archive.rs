@@ -142,21 +142,18 @@ pub(crate) fn import_layer(
         ),
         Compression::None => None,
     };
-    let recorder = match compression {
-        Compression::None => Some((layer_dir, &blob.record, &blob.file)),
-        Compression::Gzip => None,
-    };
     let mut unpacker = Unpacker::new(layer_dir)?;
     let (mut to_unpacker, from_reader) = pipe();
     let (to_blob, for_blob) = sync_channel::<Chunk>(DEPTH);
     std::thread::scope(|scope| {
         let unpacking = scope.spawn(move || {
-            let Some((layer_dir, record, file)) = recorder else {
+            if compression == Compression::Gzip {
+                // The blob writer keeps the blob: nothing to record.
                 let (diff_id, entries) =
                     unpack_tar(from_reader, compression, &mut unpacker, allow_empty, None)?;
                 return Ok::<_, ImageError>((diff_id, entries, unpacker.finish()?, false));
-            };
-            let recorder = Recorder::new(layer_dir, record, file)?;
+            }
+            let recorder = Recorder::new(layer_dir, &blob.record, &blob.file)?;
             let stream = recorder.wrap(from_reader);
             let unpacked = unpack_tar(
                 stream,
